@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class RecoveryConfig(AppConfig):
+    """The domain app: the only app with business models (see shared/DESIGN.md)."""
+
+    name = "recovery"
+    verbose_name = "DLQ recovery"

@@ -1,0 +1,25 @@
+"""Background-job entry points: ids in, one service call, nothing else.
+
+The same functions run under RQ and under Celery (see recovery.job_backend).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from django.conf import settings
+
+from recovery.health.services import worker_heartbeat_record
+from recovery.job_backend import enqueue
+
+
+def scheduler_tick() -> None:
+    """Run by the scheduler (RQ cron or Celery beat) every RECOVERY_SCHEDULER_INTERVAL seconds:
+    enqueues the periodic work that is due."""
+    enqueue(worker_heartbeat, settings.RECOVERY_JOB_BACKEND)
+
+
+def worker_heartbeat(backend: str) -> None:
+    """Proves the scheduler -> queue -> worker -> database path; shown on the health page."""
+    worker_heartbeat_record(backend=backend, worker=f"{socket.gethostname()}:{os.getpid()}")

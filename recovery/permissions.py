@@ -1,0 +1,95 @@
+"""Roles and what they may do: the one place views and services ask.
+
+Roles are Django groups (created by migration 0002). A user may hold several; the capabilities of
+all of them add up. Superuser status grants nothing by itself: four-eyes approval must not be
+bypassed by a flag on the account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.http import HttpRequest, HttpResponse
+
+from recovery.errors import NotPermitted
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "Viewer"
+    OPERATOR = "operator", "Operator"
+    APPROVER = "approver", "Approver"
+    ADMIN = "admin", "Admin"
+
+
+class Capability(models.TextChoices):
+    VIEW = "view", "See the console"
+    CAPTURE = "capture", "Capture dead letters"
+    CLASSIFY = "classify", "Classify and triage dead letters"
+    PLAN = "plan", "Create and edit replay plans"
+    RUN = "run", "Start, pause, resume and abort approved runs"
+    APPROVE = "approve", "Approve or reject replay plans"
+    MANAGE = "manage", "Manage brokers, rules, users and settings"
+
+
+ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
+    Role.VIEWER: frozenset({Capability.VIEW}),
+    Role.OPERATOR: frozenset(
+        {Capability.VIEW, Capability.CAPTURE, Capability.CLASSIFY, Capability.PLAN, Capability.RUN}
+    ),
+    Role.APPROVER: frozenset({Capability.VIEW, Capability.APPROVE}),
+    Role.ADMIN: frozenset({Capability.VIEW, Capability.MANAGE}),
+}
+
+User = AbstractBaseUser | AnonymousUser
+
+
+def user_roles(user: Any) -> frozenset[Role]:
+    """The roles a user holds (empty for anonymous or inactive users); cached on the user object."""
+    if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
+        return frozenset()
+    cached = getattr(user, "_recovery_roles", None)
+    if cached is None:
+        names = set(user.groups.values_list("name", flat=True))
+        cached = frozenset(role for role in Role if role.value in names)
+        user._recovery_roles = cached
+    return cached
+
+
+def user_capabilities(user: Any) -> frozenset[Capability]:
+    caps: set[Capability] = set()
+    for role in user_roles(user):
+        caps |= ROLE_CAPABILITIES[role]
+    return frozenset(caps)
+
+
+def user_can(user: Any, capability: Capability) -> bool:
+    return capability in user_capabilities(user)
+
+
+def ensure_can(user: Any, capability: Capability) -> None:
+    """Raise NotPermitted unless the user holds ``capability``. Services call this first."""
+    if not user_can(user, capability):
+        name = getattr(user, "get_username", lambda: "anonymous")()
+        raise NotPermitted(f"{name} may not {Capability(capability).label.lower()}")
+
+
+def capability_required(capability: Capability) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """View decorator: 403 unless the logged-in user holds ``capability`` (login is enforced by
+    LoginRequiredMiddleware before the view runs)."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not user_can(request.user, capability):
+                raise PermissionDenied(f"requires the '{capability}' capability")
+            return view(request, *args, **kwargs)
+
+        wrapped.required_capability = capability  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorator

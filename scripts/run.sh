@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `make run`: install what is missing, start the local services, migrate, seed the demo and serve
+# the console with a worker and the scheduler. Ctrl-C stops the processes this script started
+# (the services keep running; `make services-down` stops them).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+"$ROOT/scripts/bootstrap.sh"
+"$ROOT/scripts/services.sh" up
+set -a; source "$ENV_FILE"; set +a
+export DEBUG="${DEBUG:-1}" PYTHONUNBUFFERED=1
+backend="${RECOVERY_JOB_BACKEND:-rq}"
+
+py="$VENV/bin/python"
+cd "$ROOT"
+say "migrating"
+"$py" manage.py migrate --noinput >/dev/null
+say "seeding the demo"
+"$py" manage.py seed_demo
+
+if [ -z "${PORT:-}" ] && ! port_open 8000; then WEB_PORT=8000; fi
+children=()
+start() { "$@" & children+=($!); }
+stop_children() {
+  trap - INT TERM EXIT
+  say "stopping web, worker and scheduler"
+  for pid in "${children[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop_children INT TERM EXIT
+
+if [ "$backend" = celery ]; then
+  start "$VENV/bin/celery" -A console worker -Q recovery-default --concurrency 2 --loglevel INFO
+  start "$VENV/bin/celery" -A console beat --loglevel INFO --schedule "$STATE/celerybeat-schedule"
+else
+  start "$py" manage.py rqworker default
+  start "$py" manage.py rqcron recovery.cron
+fi
+start "$py" manage.py runserver "127.0.0.1:$WEB_PORT"
+
+say "console at http://127.0.0.1:$WEB_PORT/  (job backend: $backend; Ctrl-C to stop)"
+say "demo credentials: $LOCAL/demo-credentials"
+# Stop everything as soon as one process ends, so a crashed worker is not silently missing.
+wait -n
+say "a process exited; stopping the others"

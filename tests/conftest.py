@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.test import Client
+
+from recovery.permissions import Role
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def make_user(db: Any, django_user_model: Any) -> Callable[..., Any]:
+    """Create a user holding the given roles (none by default)."""
+    counter = {"n": 0}
+
+    def make(*roles: Role, username: str | None = None) -> Any:
+        counter["n"] += 1
+        name = username or f"user{counter['n']}-{'-'.join(r.value for r in roles) or 'norole'}"
+        user = django_user_model.objects.create_user(username=name, password=PASSWORD)
+        user.groups.set(Group.objects.filter(name__in=[r.value for r in roles]))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def client_for(make_user: Callable[..., Any]) -> Callable[..., Client]:
+    """A test client logged in as a fresh user with the given roles."""
+
+    def make(*roles: Role) -> Client:
+        client = Client()
+        client.force_login(make_user(*roles))
+        return client
+
+    return make
+
+
+@pytest.fixture
+def test_redis() -> redis.Redis:
+    """The suite's own Redis database, emptied before the test."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    yield client
+    client.close()
