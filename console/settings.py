@@ -138,6 +138,8 @@ X_FRAME_OPTIONS = "DENY"
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
 RECOVERY_JOB_BACKEND = envchoice("RECOVERY_JOB_BACKEND", ("rq", "celery"), "rq")
 RECOVERY_JOB_QUEUES = ("default",)
+# recovery.job_backend.enqueue already waits for the commit, for both backends.
+RQ = {"COMMIT_MODE": "auto"}
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in RECOVERY_JOB_QUEUES}
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
@@ -158,5 +160,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "pika": {"level": "WARNING"},
+        "botocore": {"level": "WARNING"},
+    },
 }

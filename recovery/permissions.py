@@ -48,6 +48,14 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
 User = AbstractBaseUser | AnonymousUser
 
 
+def role_groups() -> dict[Role, Any]:
+    """The group of each role, created if missing (migration 0002 creates them; a database flushed
+    by a test or restored without data must not lose the ability to assign roles)."""
+    from django.contrib.auth.models import Group
+
+    return {role: Group.objects.get_or_create(name=role.value)[0] for role in Role}
+
+
 def user_roles(user: Any) -> frozenset[Role]:
     """The roles a user holds (empty for anonymous or inactive users); cached on the user object."""
     if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):

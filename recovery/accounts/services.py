@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from recovery.errors import InvalidInput
-from recovery.permissions import Capability, Role, ensure_can
+from recovery.permissions import Capability, Role, ensure_can, role_groups
 
 
 def user_roles_set(*, actor: Any, user: Any, roles: Iterable[str]) -> frozenset[Role]:
@@ -21,14 +21,14 @@ def user_roles_set(*, actor: Any, user: Any, roles: Iterable[str]) -> frozenset[
     ensure_can(actor, Capability.MANAGE)
     wanted = frozenset(Role(r) for r in roles)
     with transaction.atomic():
-        admins = Group.objects.select_for_update().get(name=Role.ADMIN)
+        groups = role_groups()
+        admins = Group.objects.select_for_update().get(pk=groups[Role.ADMIN].pk)
         holds_admin = admins.user_set.filter(pk=user.pk).exists()
         if holds_admin and Role.ADMIN not in wanted:
             if not admins.user_set.filter(is_active=True).exclude(pk=user.pk).exists():
                 raise InvalidInput("refusing to remove the admin role from the last active admin")
-        groups = Group.objects.filter(name__in=Role.values)
-        user.groups.remove(*[g for g in groups if g.name not in wanted])
-        user.groups.add(*[g for g in groups if g.name in wanted])
+        user.groups.remove(*[g for r, g in groups.items() if r not in wanted])
+        user.groups.add(*[g for r, g in groups.items() if r in wanted])
     if hasattr(user, "_recovery_roles"):
         del user._recovery_roles
     return wanted
@@ -47,6 +47,7 @@ def demo_users_ensure() -> dict[str, str | None]:
     user_model = get_user_model()
     created: dict[str, str | None] = {}
     with transaction.atomic():
+        groups = role_groups()
         for role in Role:
             username = f"demo-{role.value}"
             user = user_model.objects.filter(username=username).first()
@@ -56,5 +57,5 @@ def demo_users_ensure() -> dict[str, str | None]:
                 created[username] = password
             else:
                 created[username] = None
-            user.groups.set([Group.objects.get(name=role.value)])
+            user.groups.set([groups[role]])
     return created

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import redis
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from recovery.brokers.registry import adapter_for
@@ -121,28 +121,23 @@ def _probe_broker(broker: Broker) -> Callable[[], str]:
     return probe
 
 
-def _in_thread(group: str, name: str, probe: Callable[[], str]) -> Callable[[], HealthCheck]:
-    def run() -> HealthCheck:
-        try:
-            return _timed(group, name, probe)
-        finally:
-            connections.close_all()  # threads get their own DB connections; do not leak them
-
-    return run
-
-
 def health_report() -> list[HealthCheck]:
-    """One HealthCheck per dependency: database, Redis, job queues, worker heartbeat, each broker."""
+    """One HealthCheck per dependency: database, Redis, job queues, worker heartbeat, each broker.
+
+    Database reads run here; the network probes run side by side in threads (which hold no
+    database connection)."""
     database = _timed("Core", "PostgreSQL", _probe_database)
-    brokers = list(Broker.objects.filter(enabled=True)) if database.ok else []
+    local = [database]
+    brokers: list[Broker] = []
+    if database.ok:
+        local.append(_timed("Jobs", "Scheduler and worker heartbeat", _probe_heartbeat))
+        brokers = list(Broker.objects.filter(enabled=True))
     queue_probe = _probe_celery_queues if settings.RECOVERY_JOB_BACKEND == "celery" else _probe_rq_queues
     probes = [
-        _in_thread("Core", "Redis", _probe_redis),
-        _in_thread("Jobs", f"Job queues ({settings.RECOVERY_JOB_BACKEND})", queue_probe),
+        ("Core", "Redis", _probe_redis),
+        ("Jobs", f"Job queues ({settings.RECOVERY_JOB_BACKEND})", queue_probe),
+        *[("Brokers", f"{b.name} ({b.get_kind_display()})", _probe_broker(b)) for b in brokers],
     ]
-    if database.ok:
-        probes.append(_in_thread("Jobs", "Scheduler and worker heartbeat", _probe_heartbeat))
-    probes += [_in_thread("Brokers", f"{b.name} ({b.get_kind_display()})", _probe_broker(b)) for b in brokers]
     with ThreadPoolExecutor(max_workers=min(8, len(probes))) as pool:
-        results = list(pool.map(lambda run: run(), probes))
-    return [database, *results]
+        remote = list(pool.map(lambda probe: _timed(*probe), probes))
+    return [database, remote[0], *local[1:], *remote[1:]]

@@ -1,0 +1,115 @@
+"""The health page shows, per dependency, whether it answers, how fast, and the error when not;
+a dead service turns its own row red and the page still renders."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from recovery.brokers.services import local_brokers_configure
+from recovery.health.selectors import health_report
+from recovery.health.services import worker_heartbeat_record
+from recovery.models import Broker, BrokerKind
+from recovery.permissions import Role
+from tests.helpers import private_redis
+
+
+def _row(html: str, service: str) -> str:
+    match = re.search(rf'<tr class="(ok|down)" data-service="{re.escape(service)}".*?</tr>', html, re.S)
+    assert match, f"no row for {service}"
+    return match.group(0)
+
+
+def _by_name(checks):
+    return {check.name: check for check in checks}
+
+
+@pytest.mark.django_db
+def test_every_local_service_answers(settings) -> None:
+    local_brokers_configure()
+    worker_heartbeat_record(backend=settings.RECOVERY_JOB_BACKEND, worker="test-worker")
+    checks = _by_name(health_report())
+    for name in [
+        "PostgreSQL",
+        "Redis",
+        "Scheduler and worker heartbeat",
+        "local-rabbitmq (RabbitMQ)",
+        "local-kafka (Kafka)",
+        "local-sqs (Amazon SQS)",
+    ]:
+        assert checks[name].ok, f"{name}: {checks[name].error}"
+        assert checks[name].latency_ms is not None and checks[name].latency_ms >= 0
+    assert checks["PostgreSQL"].detail.startswith("PostgreSQL 15")
+    assert checks["local-rabbitmq (RabbitMQ)"].detail.startswith("RabbitMQ 3.")
+
+
+@pytest.mark.django_db
+def test_killing_redis_turns_its_row_red_and_the_page_still_renders(client_for, settings, tmp_path) -> None:
+    client = client_for(Role.VIEWER)
+    with private_redis(tmp_path) as (proc, port):
+        settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+        before = client.get(reverse("health")).content.decode()
+        assert 'data-ok="true"' in _row(before, "Redis")
+        proc.kill()
+        proc.wait()
+        response = client.get(reverse("health"))
+    assert response.status_code == 200
+    row = _row(response.content.decode(), "Redis")
+    assert 'data-ok="false"' in row
+    assert "ConnectionError" in row and str(port) in row
+    assert 'data-ok="true"' in _row(response.content.decode(), "PostgreSQL")
+
+
+@pytest.mark.django_db
+def test_an_unreachable_broker_shows_the_error(client_for) -> None:
+    Broker.objects.create(name="gone-rabbit", kind=BrokerKind.RABBITMQ, endpoint="amqp://127.0.0.1:1/%2F")
+    Broker.objects.create(name="gone-kafka", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
+    Broker.objects.create(
+        name="gone-sqs", kind=BrokerKind.SQS, endpoint="http://127.0.0.1:1", credentials_ref="env:LOCAL_SQS"
+    )
+    html = client_for(Role.VIEWER).get(reverse("health-rows")).content.decode()
+    for name, kind in [("gone-rabbit", "RabbitMQ"), ("gone-kafka", "Kafka"), ("gone-sqs", "Amazon SQS")]:
+        row = _row(html, f"{name} ({kind})")
+        assert 'data-ok="false"' in row
+        assert "127.0.0.1:1" in row
+
+
+@pytest.mark.django_db
+def test_a_disabled_broker_is_not_probed() -> None:
+    Broker.objects.create(name="off", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1", enabled=False)
+    assert not [c for c in health_report() if c.name.startswith("off ")]
+
+
+@pytest.mark.django_db
+def test_a_missing_heartbeat_says_the_scheduler_may_be_down(settings) -> None:
+    check = _by_name(health_report())["Scheduler and worker heartbeat"]
+    assert not check.ok
+    assert "is the scheduler running" in check.error
+
+
+@pytest.mark.django_db
+def test_job_queues_are_red_without_a_worker(test_redis, settings) -> None:
+    check = _by_name(health_report())[f"Job queues ({settings.RECOVERY_JOB_BACKEND})"]
+    assert not check.ok
+    assert "no RQ worker is listening" in check.error
+
+
+@pytest.mark.django_db
+def test_missing_broker_credentials_are_named_without_a_secret(monkeypatch) -> None:
+    monkeypatch.delenv("NOPE_USERNAME", raising=False)
+    monkeypatch.delenv("NOPE_PASSWORD", raising=False)
+    Broker.objects.create(
+        name="no-creds", kind=BrokerKind.RABBITMQ, endpoint="amqp://127.0.0.1:1/%2F", credentials_ref="env:NOPE"
+    )
+    check = _by_name(health_report())["no-creds (RabbitMQ)"]
+    assert not check.ok
+    assert "NOPE_USERNAME" in check.error
+
+
+@pytest.mark.django_db
+def test_sqs_without_credentials_says_so() -> None:
+    Broker.objects.create(name="anon-sqs", kind=BrokerKind.SQS, endpoint="http://127.0.0.1:1")
+    check = _by_name(health_report())["anon-sqs (Amazon SQS)"]
+    assert not check.ok and "credentials" in check.error
