@@ -6,4 +6,6 @@ from recovery.permissions import Role
 
 
 class UserRolesForm(forms.Form):
-    roles = forms.MultipleChoiceField(choices=Role.choices, required=False, widget=forms.CheckboxSelectMultiple)
+    roles = forms.MultipleChoiceField(
+        choices=Role.choices, required=False, widget=forms.CheckboxSelectMultiple
+    )

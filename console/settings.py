@@ -104,7 +104,7 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(envstr("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 # Deployments run collectstatic (the Dockerfile does) and serve hashed, compressed files; tests and
 # `make run` serve them straight from the source folders (STATIC_MANIFEST=0).
 STATIC_MANIFEST = envbool("STATIC_MANIFEST", not DEBUG)

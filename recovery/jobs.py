@@ -22,4 +22,18 @@ def scheduler_tick() -> None:
 
 def worker_heartbeat(backend: str) -> None:
     """Proves the scheduler -> queue -> worker -> database path; shown on the health page."""
-    worker_heartbeat_record(backend=backend, worker=f"{socket.gethostname()}:{os.getpid()}")
+    worker_heartbeat_record(backend=backend, worker=_worker_name())
+
+
+def _worker_name() -> str:
+    """The worker's stable name: RQ forks a new process per job, so its pid would not do."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    if job is not None and job.worker_name:
+        return job.worker_name
+    from celery import current_task
+
+    if current_task and current_task.request.hostname:
+        return current_task.request.hostname
+    return f"{socket.gethostname()}:{os.getpid()}"

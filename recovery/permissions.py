@@ -86,7 +86,9 @@ def ensure_can(user: Any, capability: Capability) -> None:
         raise NotPermitted(f"{name} may not {Capability(capability).label.lower()}")
 
 
-def capability_required(capability: Capability) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+def capability_required(
+    capability: Capability,
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
     """View decorator: 403 unless the logged-in user holds ``capability`` (login is enforced by
     LoginRequiredMiddleware before the view runs)."""
 

@@ -33,7 +33,7 @@ if [ "$backend" = celery ]; then
   start "$VENV/bin/celery" -A console beat --loglevel INFO --schedule "$STATE/celerybeat-schedule"
 else
   start "$py" manage.py rqworker default
-  start "$py" manage.py rqcron recovery.cron
+  start "$py" manage.py scheduler
 fi
 start "$py" manage.py runserver "127.0.0.1:$WEB_PORT"
 

@@ -12,10 +12,9 @@ def user_list_with_roles() -> list[dict[str, Any]]:
     """Every user with the roles they hold, for the admin's user table."""
     from django.contrib.auth.models import Group
 
-    users = get_user_model().objects.order_by("username").prefetch_related(
-        Prefetch("groups", queryset=Group.objects.filter(name__in=Role.values))
+    users = (
+        get_user_model()
+        .objects.order_by("username")
+        .prefetch_related(Prefetch("groups", queryset=Group.objects.filter(name__in=Role.values)))
     )
-    return [
-        {"user": user, "roles": sorted(g.name for g in user.groups.all())}
-        for user in users
-    ]
+    return [{"user": user, "roles": sorted(g.name for g in user.groups.all())} for user in users]

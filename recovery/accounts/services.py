@@ -23,10 +23,9 @@ def user_roles_set(*, actor: Any, user: Any, roles: Iterable[str]) -> frozenset[
     with transaction.atomic():
         groups = role_groups()
         admins = Group.objects.select_for_update().get(pk=groups[Role.ADMIN].pk)
-        holds_admin = admins.user_set.filter(pk=user.pk).exists()
-        if holds_admin and Role.ADMIN not in wanted:
-            if not admins.user_set.filter(is_active=True).exclude(pk=user.pk).exists():
-                raise InvalidInput("refusing to remove the admin role from the last active admin")
+        loses_admin = Role.ADMIN not in wanted and admins.user_set.filter(pk=user.pk).exists()
+        if loses_admin and not admins.user_set.filter(is_active=True).exclude(pk=user.pk).exists():
+            raise InvalidInput("refusing to remove the admin role from the last active admin")
         user.groups.remove(*[g for r, g in groups.items() if r not in wanted])
         user.groups.add(*[g for r, g in groups.items() if r in wanted])
     if hasattr(user, "_recovery_roles"):

@@ -43,15 +43,15 @@ def resolve_credentials(ref: str, keys: tuple[str, ...]) -> dict[str, str]:
     if kind == "env":
         found = {key: os.environ.get(f"{target}_{key.upper()}") for key in keys}
         if not any(found.values()):
-            raise BrokerError(
-                f"credentials reference {ref}: none of {', '.join(f'{target}_{k.upper()}' for k in keys)} is set",
-                permanent=True,
-            )
+            names = ", ".join(f"{target}_{key.upper()}" for key in keys)
+            raise BrokerError(f"credentials reference {ref}: none of {names} is set", permanent=True)
         return {key: value for key, value in found.items() if value}
     try:
         data = json.loads(Path(target).read_text())
     except (OSError, ValueError) as exc:
-        raise BrokerError(f"credentials file {target} cannot be read: {type(exc).__name__}", permanent=True) from None
+        raise BrokerError(
+            f"credentials file {target} cannot be read: {type(exc).__name__}", permanent=True
+        ) from None
     if not isinstance(data, dict):
         raise BrokerError(f"credentials file {target} must hold a JSON object", permanent=True)
     return {key: str(data[key]) for key in keys if data.get(key)}

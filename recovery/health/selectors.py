@@ -32,16 +32,25 @@ class HealthCheck:
     error: str = ""
 
 
-def _timed(group: str, name: str, probe: Callable[[], str]) -> HealthCheck:
+# A probe returns its detail text, or (detail, measured round trip in ms) when it can time the
+# round trip alone, without client set-up such as a first import.
+ProbeResult = str | tuple[str, float]
+
+
+def _timed(group: str, name: str, probe: Callable[[], ProbeResult]) -> HealthCheck:
     start = time.perf_counter()
     try:
-        detail = probe()
+        result = probe()
     except Exception as exc:  # a probe's failure is the row's content, never the page's
         message = str(exc) or type(exc).__name__
         if not isinstance(exc, RecoveryError):
             message = f"{type(exc).__name__}: {message}"
         return HealthCheck(group, name, False, None, error=message[:500])
-    return HealthCheck(group, name, True, (time.perf_counter() - start) * 1000, detail=detail)
+    if isinstance(result, tuple):
+        detail, latency_ms = result
+    else:
+        detail, latency_ms = result, (time.perf_counter() - start) * 1000
+    return HealthCheck(group, name, True, latency_ms, detail=detail)
 
 
 def _redis_client() -> redis.Redis:
@@ -56,14 +65,16 @@ def _probe_database() -> str:
     return version.split(" on ")[0]
 
 
-def _probe_redis() -> str:
+def _probe_redis() -> ProbeResult:
     client = _redis_client()
     try:
+        start = time.perf_counter()
         client.ping()
+        latency_ms = (time.perf_counter() - start) * 1000
         info = client.info("server")
     finally:
         client.close()
-    return f"Redis {info.get('redis_version', '?')}"
+    return f"Redis {info.get('redis_version', '?')}", latency_ms
 
 
 def _probe_rq_queues() -> str:
@@ -77,7 +88,9 @@ def _probe_rq_queues() -> str:
             queue = Queue(name, connection=client)
             count = Worker.count(queue=queue)
             workers += count
-            parts.append(f"{name}: {queue.count} queued, {queue.failed_job_registry.count} failed, {count} worker(s)")
+            parts.append(
+                f"{name}: {queue.count} queued, {queue.failed_job_registry.count} failed, {count} worker(s)"
+            )
     finally:
         client.close()
     if not workers:
@@ -110,11 +123,12 @@ def _probe_heartbeat() -> str:
     return f"last scheduled job ran {int(age.total_seconds())} s ago on {beat.worker}"
 
 
-def _probe_broker(broker: Broker) -> Callable[[], str]:
-    def probe() -> str:
+def _probe_broker(broker: Broker) -> Callable[[], ProbeResult]:
+    def probe() -> ProbeResult:
         adapter = adapter_for(broker, timeout=settings.RECOVERY_HEALTH_TIMEOUT)
         try:
-            return adapter.ping().detail
+            ping = adapter.ping()
+            return ping.detail, ping.latency_ms
         finally:
             adapter.close()
 

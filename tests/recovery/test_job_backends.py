@@ -36,8 +36,9 @@ def _env(backend: str) -> dict[str, str]:
 @contextmanager
 def _process(args: list[str], backend: str, log: Path) -> Iterator[subprocess.Popen]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=_env(backend), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=_env(backend), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             yield proc
         finally:
@@ -55,15 +56,27 @@ def _beats(backend: str) -> int:
 
 
 RQ_WORKER = [str(VENV_BIN / "python"), "manage.py", "rqworker", "default"]
-CELERY_WORKER = [str(VENV_BIN / "celery"), "-A", "console", "worker", "-Q", "recovery-default",
-                 "--pool", "solo", "--loglevel", "INFO"]
+CELERY_WORKER = [
+    str(VENV_BIN / "celery"),
+    "-A",
+    "console",
+    "worker",
+    "-Q",
+    "recovery-default",
+    "--pool",
+    "solo",
+    "--loglevel",
+    "INFO",
+]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_rq_worker_runs_an_enqueued_job(settings, test_redis, tmp_path) -> None:
     settings.RECOVERY_JOB_BACKEND = "rq"
     enqueue(worker_heartbeat, "rq")
-    result = subprocess.run([*RQ_WORKER, "--burst"], cwd=ROOT, env=_env("rq"), capture_output=True, timeout=60)
+    result = subprocess.run(
+        [*RQ_WORKER, "--burst"], cwd=ROOT, env=_env("rq"), capture_output=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert _beats("rq") == 1
 
@@ -79,23 +92,40 @@ def test_celery_worker_runs_the_same_job(settings, test_redis, tmp_path) -> None
 
 @pytest.mark.django_db(transaction=True)
 def test_rq_cron_scheduler_ticks_and_a_worker_beats(test_redis, tmp_path) -> None:
-    scheduler = [str(VENV_BIN / "python"), "manage.py", "rqcron", "recovery.cron"]
+    scheduler = [str(VENV_BIN / "python"), "manage.py", "scheduler"]
     with _process(scheduler, "rq", tmp_path / "cron.log"), _process(RQ_WORKER, "rq", tmp_path / "worker.log"):
         ran = wait_until(lambda: _beats("rq") >= 2, timeout=60)
     assert ran, (tmp_path / "cron.log").read_text()[-2000:] + (tmp_path / "worker.log").read_text()[-2000:]
+    assert "Traceback" not in (tmp_path / "cron.log").read_text(), "the scheduler must stop cleanly"
+    # RQ forks a new process per job; the heartbeat is keyed by the worker, not the process.
+    assert WorkerHeartbeat.objects.filter(backend="rq").count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
 def test_celery_beat_ticks_and_a_worker_beats(test_redis, tmp_path) -> None:
-    beat = [str(VENV_BIN / "celery"), "-A", "console", "beat", "--loglevel", "INFO",
-            "--schedule", str(tmp_path / "beat-schedule")]
-    with _process(beat, "celery", tmp_path / "beat.log"), _process(CELERY_WORKER, "celery", tmp_path / "w.log"):
+    beat = [
+        str(VENV_BIN / "celery"),
+        "-A",
+        "console",
+        "beat",
+        "--loglevel",
+        "INFO",
+        "--schedule",
+        str(tmp_path / "beat-schedule"),
+    ]
+    with (
+        _process(beat, "celery", tmp_path / "beat.log"),
+        _process(CELERY_WORKER, "celery", tmp_path / "w.log"),
+    ):
         ran = wait_until(lambda: _beats("celery") >= 2, timeout=60)
     assert ran, (tmp_path / "beat.log").read_text()[-2000:] + (tmp_path / "w.log").read_text()[-2000:]
+    assert WorkerHeartbeat.objects.filter(backend="celery").count() == 1
 
 
 @pytest.mark.django_db
-def test_a_job_is_sent_only_when_the_transaction_commits(settings, test_redis, django_capture_on_commit_callbacks) -> None:
+def test_a_job_is_sent_only_when_the_transaction_commits(
+    settings, test_redis, django_capture_on_commit_callbacks
+) -> None:
     settings.RECOVERY_JOB_BACKEND = "rq"
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         scheduler_tick()
@@ -110,7 +140,9 @@ def test_only_functions_in_recovery_jobs_can_be_enqueued() -> None:
         enqueue(os.getcwd)
 
 
-@pytest.mark.parametrize("path", ["os.system", "recovery.jobs._private", "recovery.jobs.x; import os", "subprocess.run"])
+@pytest.mark.parametrize(
+    "path", ["os.system", "recovery.jobs._private", "recovery.jobs.x; import os", "subprocess.run"]
+)
 def test_run_job_refuses_paths_outside_recovery_jobs(path: str) -> None:
     with pytest.raises(ValueError, match="refusing"):
         run_job(path, [])

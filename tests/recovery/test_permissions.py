@@ -18,7 +18,10 @@ def test_the_role_groups_exist_after_migrating() -> None:
     ("role", "expected"),
     [
         (Role.VIEWER, {Capability.VIEW}),
-        (Role.OPERATOR, {Capability.VIEW, Capability.CAPTURE, Capability.CLASSIFY, Capability.PLAN, Capability.RUN}),
+        (
+            Role.OPERATOR,
+            {Capability.VIEW, Capability.CAPTURE, Capability.CLASSIFY, Capability.PLAN, Capability.RUN},
+        ),
         (Role.APPROVER, {Capability.VIEW, Capability.APPROVE}),
         (Role.ADMIN, {Capability.VIEW, Capability.MANAGE}),
     ],

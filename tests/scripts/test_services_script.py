@@ -40,8 +40,12 @@ def _free(port: int) -> bool:
 @pytest.fixture
 def services(tmp_path: Path):
     state = Path("/var/tmp") / f"dlq-console-test-{os.getpid()}-{time.monotonic_ns()}"
-    env = {**os.environ, "DLQ_STATE_DIR": str(state), "DLQ_PORT_BASE": str(_base_port()),
-           "DLQ_ENV_FILE": str(tmp_path / "env")}
+    env = {
+        **os.environ,
+        "DLQ_STATE_DIR": str(state),
+        "DLQ_PORT_BASE": str(_base_port()),
+        "DLQ_ENV_FILE": str(tmp_path / "env"),
+    }
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=180)
@@ -73,8 +77,10 @@ def _alive(pid: int) -> bool:
 
 def test_up_is_idempotent_and_down_stops_everything(services) -> None:
     services("up", "redis", "kafka", "rabbitmq")
-    pids = {name: _pid(services.state / name / f) for name, f in
-            [("redis", "redis.pid"), ("kafka", "tansu.pid"), ("rabbitmq", "server.pid")]}
+    pids = {
+        name: _pid(services.state / name / f)
+        for name, f in [("redis", "redis.pid"), ("kafka", "tansu.pid"), ("rabbitmq", "server.pid")]
+    }
     env_text = services.env_file.read_text()
     assert f"REDIS_URL=redis://127.0.0.1:{services.base + 1}/0" in env_text
     assert f"LOCAL_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{services.base + 6}" in env_text
@@ -82,8 +88,10 @@ def test_up_is_idempotent_and_down_stops_everything(services) -> None:
     started = time.monotonic()
     services("up", "redis", "kafka", "rabbitmq")
     assert time.monotonic() - started < 5, "a second up must not restart running services"
-    assert pids == {name: _pid(services.state / name / f) for name, f in
-                    [("redis", "redis.pid"), ("kafka", "tansu.pid"), ("rabbitmq", "server.pid")]}
+    assert pids == {
+        name: _pid(services.state / name / f)
+        for name, f in [("redis", "redis.pid"), ("kafka", "tansu.pid"), ("rabbitmq", "server.pid")]
+    }
     assert services("status", "redis", "kafka", "rabbitmq").returncode == 0
 
     services("down", "redis", "kafka", "rabbitmq")

@@ -38,7 +38,7 @@ class Command(BaseCommand):
             kept = [line for line in lines if line.split(" ", 1)[0] not in new]
             path.write_text("\n".join(kept + [f"{n} {p}" for n, p in new.items()]) + "\n")
             os.chmod(path, 0o600)
-            self.stdout.write(self.style.SUCCESS("Demo users created (shown once; also in %s):" % path))
+            self.stdout.write(self.style.SUCCESS(f"Demo users created (shown once; also in {path}):"))
             for name, password in new.items():
                 self.stdout.write(f"  {name:<16} {password}")
         existing = [name for name, pw in users.items() if not pw]

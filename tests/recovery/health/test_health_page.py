@@ -101,7 +101,10 @@ def test_missing_broker_credentials_are_named_without_a_secret(monkeypatch) -> N
     monkeypatch.delenv("NOPE_USERNAME", raising=False)
     monkeypatch.delenv("NOPE_PASSWORD", raising=False)
     Broker.objects.create(
-        name="no-creds", kind=BrokerKind.RABBITMQ, endpoint="amqp://127.0.0.1:1/%2F", credentials_ref="env:NOPE"
+        name="no-creds",
+        kind=BrokerKind.RABBITMQ,
+        endpoint="amqp://127.0.0.1:1/%2F",
+        credentials_ref="env:NOPE",
     )
     check = _by_name(health_report())["no-creds (RabbitMQ)"]
     assert not check.ok
