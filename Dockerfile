@@ -12,7 +12,8 @@ COPY console ./console
 COPY recovery ./recovery
 COPY templates ./templates
 # collectstatic needs settings to load, not real services or secrets.
-RUN DEBUG=0 SECRET_KEY=build-only-not-a-secret DATABASE_URL=postgres://build@localhost/build \
+RUN DEBUG=0 SECRET_KEY=build-only-not-a-secret AUDIT_HMAC_KEY=build-only-not-a-secret-audit-key \
+    DATABASE_URL=postgres://build@localhost/build \
     .venv/bin/python manage.py collectstatic --noinput
 
 FROM python:3.11-slim-bookworm AS runtime

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "console.middleware.RequestContextMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -133,6 +134,20 @@ SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", 8 * 3600, minimum=300)
 X_FRAME_OPTIONS = "DENY"
+
+TRUST_X_FORWARDED_FOR = envbool("TRUST_X_FORWARDED_FOR", False)
+
+# --- Audit trail: checkpoints are HMAC-SHA-256 signed with a key that never enters the database.
+_audit_key = envsecret("AUDIT_HMAC_KEY")
+if not _audit_key:
+    if not DEBUG:
+        raise ImproperlyConfigured("AUDIT_HMAC_KEY (or AUDIT_HMAC_KEY_FILE) is required when DEBUG is off")
+    _audit_key = "insecure-local-development-audit-key"
+if len(_audit_key) < 32:
+    raise ImproperlyConfigured("AUDIT_HMAC_KEY must be at least 32 characters")
+AUDIT_HMAC_KEY = _audit_key.encode()
+# A signed checkpoint is recorded when the chain moved and this many seconds have passed.
+AUDIT_CHECKPOINT_INTERVAL = envint("AUDIT_CHECKPOINT_INTERVAL", 300, minimum=10)
 
 # --- Redis and background jobs
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -8,3 +8,6 @@ class RecoveryConfig(AppConfig):
 
     name = "recovery"
     verbose_name = "DLQ recovery"
+
+    def ready(self) -> None:
+        from recovery.audit import signals  # noqa: F401 - connects the auth signal receivers

@@ -10,6 +10,7 @@ import socket
 
 from django.conf import settings
 
+from recovery.audit.services import audit_checkpoint_record, audit_verification_run
 from recovery.health.services import worker_heartbeat_record
 from recovery.job_backend import enqueue
 
@@ -18,6 +19,17 @@ def scheduler_tick() -> None:
     """Run by the scheduler (RQ cron or Celery beat) every RECOVERY_SCHEDULER_INTERVAL seconds:
     enqueues the periodic work that is due."""
     enqueue(worker_heartbeat, settings.RECOVERY_JOB_BACKEND)
+    enqueue(audit_checkpoint)
+
+
+def audit_checkpoint() -> None:
+    """Sign the audit chain's head when it moved and AUDIT_CHECKPOINT_INTERVAL has passed."""
+    audit_checkpoint_record()
+
+
+def audit_verify(verification_id: int) -> None:
+    """Verify the audit chain for a verification row created from the console."""
+    audit_verification_run(verification_id=verification_id)
 
 
 def worker_heartbeat(backend: str) -> None:

@@ -13,6 +13,28 @@ from recovery.permissions import Role, role_groups
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_past_the_audit_triggers() -> None:
+    """Transactional tests end with a TRUNCATE of every table, which the audit tables' triggers
+    refuse (invariant 8). The test database's owner is a superuser: it flushes in replica mode,
+    where ordinary triggers do not fire. Nothing outside the test teardown does this."""
+    from django.db import connection
+    from django.test import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self: TransactionTestCase) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = replica")
+        try:
+            original(self)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SET session_replication_role = DEFAULT")
+
+    TransactionTestCase._fixture_teardown = teardown
+
+
 @pytest.fixture
 def make_user(db: Any, django_user_model: Any) -> Callable[..., Any]:
     """Create a user holding the given roles (none by default)."""

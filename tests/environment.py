@@ -37,6 +37,7 @@ def _with_redis_db(url: str, db: str) -> str:
 _load_env_file(ENV_FILE)
 os.environ["REDIS_URL"] = _with_redis_db(os.environ["REDIS_URL"], TEST_REDIS_DB)
 os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 50)
+os.environ.setdefault("AUDIT_HMAC_KEY", "test-audit-key-" + "k" * 40)
 os.environ["DEBUG"] = "0"
 os.environ["HTTPS_ONLY"] = "0"
 os.environ["STATIC_MANIFEST"] = "0"

@@ -40,7 +40,7 @@ def test_compose_has_every_service() -> None:
 @pytest.mark.parametrize("service", ["web", "worker", "scheduler"])
 def test_app_services_only_set_variables_the_code_reads(service: str) -> None:
     env = COMPOSE["services"][service]["environment"]
-    for required in ["DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "RECOVERY_JOB_BACKEND"]:
+    for required in ["DATABASE_URL", "REDIS_URL", "SECRET_KEY", "AUDIT_HMAC_KEY", "ALLOWED_HOSTS"]:
         assert required in env
     # Credentials are read through references: "env:LOCAL_SQS" reads LOCAL_SQS_ACCESS_KEY_ID etc.
     prefixes = set(re.findall(r'"env:([A-Z_][A-Z0-9_]*)"', SOURCE))
@@ -77,6 +77,7 @@ def test_collectstatic_then_gunicorn_serves_the_login_page_and_hashed_static(tmp
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/root"),
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "AUDIT_HMAC_KEY": secrets.token_urlsafe(40),
         "STATIC_ROOT": str(tmp_path / "static"),
         "DATABASE_URL": os.environ["DATABASE_URL"],
         "REDIS_URL": os.environ["REDIS_URL"],

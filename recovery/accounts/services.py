@@ -8,7 +8,9 @@ from typing import Any
 from django.contrib.auth.models import Group
 from django.db import transaction
 
+from recovery.audit.services import audit_record
 from recovery.errors import InvalidInput
+from recovery.models import AuditAction
 from recovery.permissions import Capability, Role, ensure_can, role_groups
 
 
@@ -26,8 +28,18 @@ def user_roles_set(*, actor: Any, user: Any, roles: Iterable[str]) -> frozenset[
         loses_admin = Role.ADMIN not in wanted and admins.user_set.filter(pk=user.pk).exists()
         if loses_admin and not admins.user_set.filter(is_active=True).exclude(pk=user.pk).exists():
             raise InvalidInput("refusing to remove the admin role from the last active admin")
+        before = sorted(g.name for g in user.groups.filter(name__in=Role.values))
         user.groups.remove(*[g for r, g in groups.items() if r not in wanted])
         user.groups.add(*[g for r, g in groups.items() if r in wanted])
+        after = sorted(r.value for r in wanted)
+        audit_record(
+            actor=actor,
+            action=AuditAction.USER_ROLES_CHANGED,
+            obj=user,
+            summary=f"roles of {user.get_username()}: {', '.join(after) or 'none'}",
+            before={"roles": before},
+            after={"roles": after},
+        )
     if hasattr(user, "_recovery_roles"):
         del user._recovery_roles
     return wanted
@@ -57,4 +69,13 @@ def demo_users_ensure() -> dict[str, str | None]:
             else:
                 created[username] = None
             user.groups.set([groups[role]])
+        audit_record(
+            actor="seed_demo",
+            action=AuditAction.DEMO_USERS_SEEDED,
+            summary=f"demo users ensured ({sum(1 for p in created.values() if p)} created)",
+            after={
+                "created": sorted(n for n, p in created.items() if p),
+                "existing": sorted(n for n, p in created.items() if not p),
+            },
+        )
     return created

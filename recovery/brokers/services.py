@@ -6,7 +6,8 @@ import os
 
 from django.db import transaction
 
-from recovery.models import Broker, BrokerKind
+from recovery.audit.services import audit_record
+from recovery.models import AuditAction, Broker, BrokerKind
 
 
 def local_brokers_configure() -> list[Broker]:
@@ -37,10 +38,31 @@ def local_brokers_configure() -> list[Broker]:
         )
     brokers = []
     with transaction.atomic():
+        before = {
+            b.name: _broker_snapshot(b) for b in Broker.objects.filter(name__in=[spec[0] for spec in specs])
+        }
         for name, kind, endpoint, options, ref in specs:
             broker, _ = Broker.objects.update_or_create(
                 name=name,
                 defaults={"kind": kind, "endpoint": endpoint, "options": options, "credentials_ref": ref},
             )
             brokers.append(broker)
+        audit_record(
+            actor="seed_demo",
+            action=AuditAction.BROKERS_CONFIGURED,
+            summary=f"local brokers configured: {', '.join(b.name for b in brokers) or 'none'}",
+            before=before,
+            after={b.name: _broker_snapshot(b) for b in brokers},
+        )
     return brokers
+
+
+def _broker_snapshot(broker: Broker) -> dict[str, object]:
+    """What the audit trail keeps of a broker: never a secret (only the credentials reference)."""
+    return {
+        "kind": broker.kind,
+        "endpoint": broker.endpoint,
+        "options": broker.options,
+        "credentials_ref": broker.credentials_ref,
+        "enabled": broker.enabled,
+    }

@@ -28,6 +28,7 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 PRODUCTION = {
     "SECRET_KEY": secrets.token_urlsafe(50),
+    "AUDIT_HMAC_KEY": secrets.token_urlsafe(40),
     "ALLOWED_HOSTS": "dlq.example.com",
     "CSRF_TRUSTED_ORIGINS": "https://dlq.example.com",
     "DATABASE_URL": "postgres://dlq@db.example.com:5432/dlq",
@@ -54,6 +55,13 @@ def test_a_secret_key_is_required_outside_debug() -> None:
     assert "SECRET_KEY (or SECRET_KEY_FILE) is required" in result.stderr
 
 
+def test_an_audit_key_is_required_outside_debug() -> None:
+    env = {k: v for k, v in PRODUCTION.items() if k != "AUDIT_HMAC_KEY"}
+    result = _manage("check", **env)
+    assert result.returncode != 0
+    assert "AUDIT_HMAC_KEY (or AUDIT_HMAC_KEY_FILE) is required" in result.stderr
+
+
 def test_the_secret_key_can_come_from_a_file(tmp_path: Path) -> None:
     key_file = tmp_path / "secret_key"
     key_file.write_text(secrets.token_urlsafe(50) + "\n")
@@ -70,6 +78,7 @@ def test_the_secret_key_can_come_from_a_file(tmp_path: Path) -> None:
         ("RECOVERY_SCHEDULER_INTERVAL", "soon", "RECOVERY_SCHEDULER_INTERVAL='soon' is not an integer"),
         ("SECURE_HSTS_SECONDS", "-1", "SECURE_HSTS_SECONDS=-1 is below the minimum 0"),
         ("DATABASE_URL", "sqlite:///x.db", "DATABASE_URL must point at PostgreSQL"),
+        ("AUDIT_HMAC_KEY", "short", "AUDIT_HMAC_KEY must be at least 32 characters"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(name: str, value: str, message: str) -> None:

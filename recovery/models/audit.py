@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class AuditAction(models.TextChoices):
+    LOGIN = "auth.login", "Signed in"
+    LOGOUT = "auth.logout", "Signed out"
+    LOGIN_FAILED = "auth.login_failed", "Sign-in refused"
+    USER_ROLES_CHANGED = "user.roles_changed", "Roles changed"
+    DEMO_USERS_SEEDED = "user.demo_seeded", "Demo users seeded"
+    BROKERS_CONFIGURED = "broker.configured", "Brokers configured"
+    AUDIT_EXPORTED = "audit.exported", "Audit trail exported"
+    AUDIT_VERIFY_REQUESTED = "audit.verify_requested", "Chain verification requested"
+    AUDIT_VERIFIED = "audit.verified", "Chain verification finished"
+
+
+class AuditEvent(models.Model):
+    """One append-only, hash-chained record of who did what to which object, and why.
+
+    Invariant 8: written only by recovery.audit.services.audit_record inside the transaction of
+    the change it records; a database trigger refuses UPDATE, DELETE and TRUNCATE (migration
+    0004); ``hash`` is SHA-256 over the canonical JSON of the event including ``prev_hash``, so
+    recovery.audit.verification detects any edited, deleted, inserted or reordered event.
+    """
+
+    seq = models.BigIntegerField(unique=True)
+    at = models.DateTimeField(db_index=True)
+    # PROTECT: a user with audit history is deactivated, never deleted (deleting would have to
+    # rewrite the append-only rows).
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    actor_name = models.CharField(max_length=150, help_text="username snapshot, or system:<name>")
+    client_ip = models.CharField(max_length=45, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    trace_id = models.CharField(max_length=32, blank=True)
+    action = models.CharField(max_length=40, choices=AuditAction.choices, db_index=True)
+    object_type = models.CharField(max_length=60, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    summary = models.CharField(max_length=500)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-seq"]
+        indexes = [
+            models.Index(fields=["object_type", "object_id", "seq"], name="audit_object_idx"),
+            models.Index(fields=["actor_name", "seq"], name="audit_actor_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} by {self.actor_name}"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement that the chain's head was ``head_hash`` at ``seq``: HMAC-SHA-256 with a
+    key held outside the database (AUDIT_HMAC_KEY), so even a rewrite that recomputes every
+    hash is caught at the next checkpoint. Append-only like the events."""
+
+    seq = models.BigIntegerField(db_index=True)
+    head_hash = models.CharField(max_length=64)
+    at = models.DateTimeField()
+    key_id = models.CharField(max_length=16)
+    signature = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-seq"]
+
+    def __str__(self) -> str:
+        return f"checkpoint at #{self.seq}"
+
+
+class VerificationState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    PASSED = "passed", "Chain intact"
+    BROKEN = "broken", "Chain broken"
+    FAILED = "failed", "Could not finish"
+
+
+class AuditVerification(models.Model):
+    """One run of the chain verifier started from the console; the row is the job's state
+    (created before the job is enqueued, updated by the worker)."""
+
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT)
+    requested_at = models.DateTimeField()
+    state = models.CharField(
+        max_length=16, choices=VerificationState.choices, default=VerificationState.QUEUED
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    head_seq = models.BigIntegerField(null=True, blank=True)
+    checked = models.BigIntegerField(default=0)
+    checkpoints_checked = models.IntegerField(default=0)
+    first_broken_seq = models.BigIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"verification {self.pk} ({self.state})"
