@@ -16,7 +16,7 @@ NAVIGATION: list[tuple[str, str | None, Capability]] = [
     ("Plans", None, Capability.VIEW),
     ("Runs", None, Capability.VIEW),
     ("Drills", None, Capability.VIEW),
-    ("Audit", None, Capability.VIEW),
+    ("Audit", "audit", Capability.VIEW),
     ("Health", "health", Capability.VIEW),
     ("Settings", "settings", Capability.MANAGE),
 ]

@@ -63,9 +63,7 @@ def test_dockerfile_is_multi_stage_non_root_with_gunicorn() -> None:
     assert len(re.findall(r"^FROM ", DOCKERFILE, re.M)) >= 2
     user = re.findall(r"^USER (\S+)", DOCKERFILE, re.M)
     assert user and user[-1] not in {"root", "0"}
-    assert "collectstatic --noinput" in DOCKERFILE and "gunicorn console.wsgi" in DOCKERFILE.replace(
-        '", "', " "
-    )
+    assert "collectstatic --noinput" in DOCKERFILE and "gunicorn console.wsgi" in DOCKERFILE.replace('", "', " ")
     for copied in re.findall(r"^COPY (?!--from)(\S+) ", DOCKERFILE, re.M):
         assert (ROOT / copied).exists(), f"Dockerfile copies {copied}, which does not exist"
 

@@ -16,6 +16,4 @@ def health(request: HttpRequest) -> HttpResponse:
 def health_rows(request: HttpRequest) -> HttpResponse:
     """The health table body alone, refreshed by HTMX on the health and overview pages."""
     compact = request.GET.get("compact") == "1"
-    return render(
-        request, "console/partials/health_rows.html", {"checks": health_report(), "compact": compact}
-    )
+    return render(request, "console/partials/health_rows.html", {"checks": health_report(), "compact": compact})

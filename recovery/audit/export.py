@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from recovery.audit.canonical import (
@@ -34,10 +33,8 @@ from recovery.audit.canonical import (
     sign,
     signatures_match,
 )
-from recovery.audit.services import audit_checkpoint_record, audit_record
 from recovery.audit.verification import DB_FIELDS, content_from_row
-from recovery.errors import InvalidInput
-from recovery.models import AuditAction, AuditCheckpoint, AuditEvent
+from recovery.models import AuditCheckpoint, AuditEvent
 
 FORMATS = ("jsonl", "csv")
 CSV_TRAILER_MARK = "#trailer"
@@ -77,23 +74,6 @@ class ExportPlan:
     filters: AuditFilters
     checkpoint: AuditCheckpoint
     exported_at: str = field(default_factory=lambda: format_time(timezone.now()))
-
-
-def audit_export_start(*, actor: Any, filters: AuditFilters, fmt: str) -> ExportPlan:
-    """Record who exported what (an audit event), sign the head, and return the plan whose
-    lines ``export_lines`` streams: every matching event up to that signed head."""
-    if fmt not in FORMATS:
-        raise InvalidInput(f"unknown export format {fmt!r} (use {' or '.join(FORMATS)})")
-    with transaction.atomic():
-        audit_record(
-            actor=actor,
-            action=AuditAction.AUDIT_EXPORTED,
-            summary=f"exported the audit trail as {fmt}",
-            after={"format": fmt, "filters": filters.as_dict()},
-        )
-    checkpoint = audit_checkpoint_record(force=True)
-    assert checkpoint is not None  # the export event above is in the chain
-    return ExportPlan(fmt=fmt, filters=filters, checkpoint=checkpoint)
 
 
 def _events(plan: ExportPlan) -> Iterator[tuple[dict[str, Any], str]]:
@@ -224,9 +204,7 @@ def verify_export_file(path: Path, key: bytes) -> FileReport:
     if hashlib.sha256(body).hexdigest() != trailer["sha256"]:
         return FileReport(False, 0, "the file's events were altered, removed or added after export")
     checkpoint = trailer["checkpoint"]
-    signed = checkpoint_signature(
-        key, seq=checkpoint["seq"], head_hash=checkpoint["head_hash"], at=checkpoint["at"]
-    )
+    signed = checkpoint_signature(key, seq=checkpoint["seq"], head_hash=checkpoint["head_hash"], at=checkpoint["at"])
     if not signatures_match(signed, checkpoint["signature"]):
         return FileReport(False, 0, "the checkpoint in the trailer is not signed by this key")
     count, previous = 0, None
@@ -243,16 +221,10 @@ def verify_export_file(path: Path, key: bytes) -> FileReport:
             previous = (seq, stored_hash)
     except (ValueError, KeyError, TypeError) as exc:
         return FileReport(False, count, f"malformed event line: {exc}")
-    if count != trailer["events"]:
-        return FileReport(
-            False, count, f"the trailer counts {trailer['events']} event(s), the file holds {count}"
-        )
+    if count != trailer["count"]:
+        return FileReport(False, count, f"the trailer counts {trailer['count']} event(s), the file holds {count}")
     if previous and previous[0] == checkpoint["seq"] and previous[1] != checkpoint["head_hash"]:
         return FileReport(False, count, "the last event differs from the signed head", previous[0])
-    full = not trailer["filters"] and (
-        count == 0 or (trailer["first_seq"] == 1 and trailer["last_seq"] == count)
-    )
+    full = not trailer["filters"] and (count == 0 or (trailer["first_seq"] == 1 and trailer["last_seq"] == count))
     scope = "the whole chain" if full else "a filtered selection"
-    return FileReport(
-        True, count, f"{count} event(s) verified ({scope}), signed head #{checkpoint['seq']}", None, full
-    )
+    return FileReport(True, count, f"{count} event(s) verified ({scope}), signed head #{checkpoint['seq']}", None, full)

@@ -20,6 +20,8 @@ from recovery.audit.canonical import (
     normalise_json,
 )
 from recovery.audit.context import current_trace_id, request_context
+from recovery.audit.export import FORMATS, AuditFilters, ExportPlan
+from recovery.errors import InvalidInput
 from recovery.models import AuditAction, AuditCheckpoint, AuditEvent, AuditVerification, VerificationState
 
 # pg_advisory_xact_lock key that serialises chain appends: held from the read of the head to the
@@ -95,9 +97,7 @@ def audit_record(
     last_seq, prev_hash = _head()
     at = timezone.now()
     content = event_content(seq=last_seq + 1, at=at, prev_hash=prev_hash, **fields)
-    return AuditEvent.objects.create(
-        seq=last_seq + 1, at=at, prev_hash=prev_hash, hash=event_hash(content), **fields
-    )
+    return AuditEvent.objects.create(seq=last_seq + 1, at=at, prev_hash=prev_hash, hash=event_hash(content), **fields)
 
 
 def audit_checkpoint_record(*, force: bool = False) -> AuditCheckpoint | None:
@@ -129,7 +129,6 @@ def audit_checkpoint_record(*, force: bool = False) -> AuditCheckpoint | None:
 
 def audit_verification_request(*, actor: Any) -> AuditVerification:
     """Create a verification row and enqueue the verifier; refuses while one is queued or running."""
-    from recovery.errors import InvalidInput
     from recovery.job_backend import enqueue
     from recovery.jobs import audit_verify
     from recovery.permissions import Capability, ensure_can
@@ -203,3 +202,21 @@ def audit_verification_run(*, verification_id: int) -> AuditVerification | None:
             after={"ok": report.ok, "checked": report.checked, "first_broken_seq": report.first_broken_seq},
         )
     return verification
+
+
+def audit_export_start(*, actor: Any, filters: AuditFilters, fmt: str) -> ExportPlan:
+    """Record who exported what (an audit event), sign the head, and return the plan whose
+    lines ``export_lines`` streams: every matching event up to that signed head."""
+    if fmt not in FORMATS:
+        raise InvalidInput(f"unknown export format {fmt!r} (use {' or '.join(FORMATS)})")
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action=AuditAction.AUDIT_EXPORTED,
+            summary=f"exported the audit trail as {fmt}",
+            after={"format": fmt, "filters": filters.as_dict()},
+        )
+        checkpoint = audit_checkpoint_record(force=True)
+    if checkpoint is None:  # cannot happen: the export event above is in the chain
+        raise RuntimeError("the audit chain is empty after recording the export")
+    return ExportPlan(fmt=fmt, filters=filters, checkpoint=checkpoint)

@@ -16,9 +16,7 @@ from recovery.models import AuditAction
 @receiver(user_logged_in)
 def _logged_in(sender: Any, request: Any, user: Any, **_: Any) -> None:
     with transaction.atomic():
-        audit_record(
-            actor=user, action=AuditAction.LOGIN, obj=user, summary=f"{user.get_username()} signed in"
-        )
+        audit_record(actor=user, action=AuditAction.LOGIN, obj=user, summary=f"{user.get_username()} signed in")
 
 
 @receiver(user_logged_out)
@@ -26,9 +24,7 @@ def _logged_out(sender: Any, request: Any, user: Any, **_: Any) -> None:
     if user is None:
         return
     with transaction.atomic():
-        audit_record(
-            actor=user, action=AuditAction.LOGOUT, obj=user, summary=f"{user.get_username()} signed out"
-        )
+        audit_record(actor=user, action=AuditAction.LOGOUT, obj=user, summary=f"{user.get_username()} signed out")
 
 
 @receiver(user_login_failed)

@@ -83,9 +83,7 @@ def content_from_row(row: tuple[Any, ...]) -> tuple[dict[str, Any], str]:
     return event_content(**values), stored_hash
 
 
-def verify_chain(
-    *, upto_seq: int | None = None, progress: Callable[[int], None] | None = None
-) -> ChainReport:
+def verify_chain(*, upto_seq: int | None = None, progress: Callable[[int], None] | None = None) -> ChainReport:
     """Walk the whole chain (or up to ``upto_seq``) and every signed checkpoint within it."""
     key = settings.AUDIT_HMAC_KEY
     current_key = key_id(key)
@@ -115,6 +113,10 @@ def verify_chain(
                 checkpoint_break = (head_seq, rewritten)
         if progress and walker.checked % 50_000 == 0:
             progress(walker.checked)
+    last_signed = max((seq for seq in checkpoints if upto_seq is None or seq <= upto_seq), default=0)
+    if checkpoint_break is None and last_signed > (head_seq or 0):
+        end = (head_seq or 0) + 1
+        checkpoint_break = (end, f"a checkpoint signed the chain up to #{last_signed}, but it ends before #{end}")
     breaks = [b for b in (walker.broken, checkpoint_break) if b]
     tail = f"; {other_key} checkpoint(s) signed with another key not checked" if other_key else ""
     if breaks:

@@ -49,9 +49,7 @@ def resolve_credentials(ref: str, keys: tuple[str, ...]) -> dict[str, str]:
     try:
         data = json.loads(Path(target).read_text())
     except (OSError, ValueError) as exc:
-        raise BrokerError(
-            f"credentials file {target} cannot be read: {type(exc).__name__}", permanent=True
-        ) from None
+        raise BrokerError(f"credentials file {target} cannot be read: {type(exc).__name__}", permanent=True) from None
     if not isinstance(data, dict):
         raise BrokerError(f"credentials file {target} must hold a JSON object", permanent=True)
     return {key: str(data[key]) for key in keys if data.get(key)}

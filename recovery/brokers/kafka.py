@@ -25,9 +25,7 @@ class KafkaAdapter:
 
     def client_config(self) -> dict[str, Any]:
         if not self.broker.endpoint:
-            raise BrokerError(
-                "a Kafka broker needs bootstrap servers (host:port[,host:port])", permanent=True
-            )
+            raise BrokerError("a Kafka broker needs bootstrap servers (host:port[,host:port])", permanent=True)
         config: dict[str, Any] = {
             "bootstrap.servers": self.broker.endpoint,
             "socket.timeout.ms": int(self.timeout * 1000),

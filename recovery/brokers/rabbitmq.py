@@ -27,9 +27,7 @@ class RabbitMqAdapter:
             raise BrokerError(f"invalid AMQP URL: {exc}", permanent=True) from None
         creds = resolve_credentials(self.broker.credentials_ref, ("username", "password"))
         if creds:
-            params.credentials = pika.PlainCredentials(
-                creds.get("username", "guest"), creds.get("password", "")
-            )
+            params.credentials = pika.PlainCredentials(creds.get("username", "guest"), creds.get("password", ""))
         params.connection_attempts = 1
         params.retry_delay = 0
         params.socket_timeout = self.timeout

@@ -38,9 +38,7 @@ def local_brokers_configure() -> list[Broker]:
         )
     brokers = []
     with transaction.atomic():
-        before = {
-            b.name: _broker_snapshot(b) for b in Broker.objects.filter(name__in=[spec[0] for spec in specs])
-        }
+        before = {b.name: _broker_snapshot(b) for b in Broker.objects.filter(name__in=[spec[0] for spec in specs])}
         for name, kind, endpoint, options, ref in specs:
             broker, _ = Broker.objects.update_or_create(
                 name=name,

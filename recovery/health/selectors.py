@@ -88,9 +88,7 @@ def _probe_rq_queues() -> str:
             queue = Queue(name, connection=client)
             count = Worker.count(queue=queue)
             workers += count
-            parts.append(
-                f"{name}: {queue.count} queued, {queue.failed_job_registry.count} failed, {count} worker(s)"
-            )
+            parts.append(f"{name}: {queue.count} queued, {queue.failed_job_registry.count} failed, {count} worker(s)")
     finally:
         client.close()
     if not workers:

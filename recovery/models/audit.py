@@ -88,9 +88,7 @@ class AuditVerification(models.Model):
 
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT)
     requested_at = models.DateTimeField()
-    state = models.CharField(
-        max_length=16, choices=VerificationState.choices, default=VerificationState.QUEUED
-    )
+    state = models.CharField(max_length=16, choices=VerificationState.choices, default=VerificationState.QUEUED)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     head_seq = models.BigIntegerField(null=True, blank=True)

@@ -13,9 +13,7 @@ class WorkerHeartbeat(models.Model):
     beats = models.PositiveBigIntegerField(default=0)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["backend", "worker"], name="heartbeat_one_row_per_worker")
-        ]
+        constraints = [models.UniqueConstraint(fields=["backend", "worker"], name="heartbeat_one_row_per_worker")]
         ordering = ["-beat_at"]
 
     def __str__(self) -> str:

@@ -31,9 +31,7 @@ def sign_in(page: Page, base: str, username: str, password: str) -> None:
 
 
 @pytest.mark.parametrize("role", list(Role))
-def test_each_demo_role_signs_in_and_sees_its_role(
-    page: Page, live_server, demo_credentials, role: Role
-) -> None:
+def test_each_demo_role_signs_in_and_sees_its_role(page: Page, live_server, demo_credentials, role: Role) -> None:
     username = f"demo-{role.value}"
     sign_in(page, live_server.url, username, demo_credentials[username])
     expect(page.get_by_test_id("username")).to_have_text(username)

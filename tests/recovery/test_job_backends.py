@@ -74,9 +74,7 @@ CELERY_WORKER = [
 def test_rq_worker_runs_an_enqueued_job(settings, test_redis, tmp_path) -> None:
     settings.RECOVERY_JOB_BACKEND = "rq"
     enqueue(worker_heartbeat, "rq")
-    result = subprocess.run(
-        [*RQ_WORKER, "--burst"], cwd=ROOT, env=_env("rq"), capture_output=True, timeout=60
-    )
+    result = subprocess.run([*RQ_WORKER, "--burst"], cwd=ROOT, env=_env("rq"), capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert _beats("rq") == 1
 
