@@ -8,12 +8,17 @@ from django.urls import reverse
 
 from recovery.permissions import Role
 
+ALL = {Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN}
+
 # (view family, url) -> roles that may open it
 PAGES = {
     "overview": ({Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN}, lambda: reverse("overview")),
     "health": ({Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN}, lambda: reverse("health")),
     "health-rows": ({Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN}, lambda: reverse("health-rows")),
     "settings": ({Role.ADMIN}, lambda: reverse("settings")),
+    "audit": (ALL, lambda: reverse("audit")),
+    "audit-verification": (ALL, lambda: reverse("audit-verification")),
+    "audit-history": (ALL, lambda: reverse("audit-history", args=["auth.user", "1"])),
 }
 
 
