@@ -1,12 +1,18 @@
 # The README's two commands: `make run` and `make test`. Both install what is missing and start
 # the local real services first (scripts/bootstrap.sh, scripts/services.sh).
-.PHONY: run test services-up services-down services-status bootstrap lint format
+BENCH_AUDIT_EVENTS ?= 1000000
+export BENCH_AUDIT_EVENTS
+
+.PHONY: run test bench services-up services-down services-status bootstrap lint format
 
 run:
 	@scripts/run.sh
 
 test:
 	@scripts/test.sh $(PYTEST_ARGS)
+
+bench:
+	@scripts/bench.sh
 
 bootstrap:
 	@scripts/bootstrap.sh

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.utils import timezone
@@ -156,15 +156,52 @@ class FileReport:
     full_chain: bool = False
 
 
-def _parse_body(fmt: str, body: bytes) -> Iterator[tuple[dict[str, Any], str]]:
-    text = body.decode()
+TRAILER_TAIL = 65536  # the trailer line is far shorter: filters are bounded form fields
+
+
+def _read_trailer(handle: BinaryIO) -> tuple[str, int, dict[str, Any]]:
+    """The format, the body's length in bytes, and the parsed trailer (the file's last line)."""
+    size = handle.seek(0, io.SEEK_END)
+    start = max(0, size - TRAILER_TAIL)
+    handle.seek(start)
+    tail = handle.read()
+    if not tail.endswith(b"\n"):
+        raise ValueError("the file does not end with a complete trailer line (truncated?)")
+    cut = tail.rfind(b"\n", 0, len(tail) - 1) + 1
+    if cut == 0 and start > 0:
+        raise ValueError("no trailer line found at the end of the file")
+    last = tail[cut:].decode()
+    body_length = start + cut
+    if last.startswith(CSV_TRAILER_MARK):
+        _mark, trailer_json = next(csv.reader([last]))
+        return "csv", body_length, json.loads(trailer_json)
+    return "jsonl", body_length, json.loads(last)
+
+
+def _body_digest(handle: BinaryIO, length: int) -> str:
+    digest = hashlib.sha256()
+    handle.seek(0)
+    remaining = length
+    while remaining:
+        chunk = handle.read(min(1 << 20, remaining))
+        if not chunk:
+            break
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def _parse_body(fmt: str, handle: BinaryIO, length: int) -> Iterator[tuple[dict[str, Any], str]]:
+    """The events of the body, one at a time (constant memory)."""
+    handle.seek(0)
+    body = io.TextIOWrapper(_Limited(handle, length), encoding="utf-8", newline="")
     if fmt == "jsonl":
-        for line in text.splitlines():
+        for line in body:
             record = json.loads(line)
             stored_hash = record.pop("hash")
             yield event_content(**record), stored_hash
         return
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(body)
     header = next(reader)
     if header != [*EVENT_FIELDS, "hash"]:
         raise ValueError("the CSV header is not an audit export header")
@@ -178,30 +215,45 @@ def _parse_body(fmt: str, body: bytes) -> Iterator[tuple[dict[str, Any], str]]:
         yield event_content(**values), stored_hash
 
 
-def _split_trailer(data: bytes) -> tuple[str, bytes, dict[str, Any]]:
-    if not data.endswith(b"\n"):
-        raise ValueError("the file does not end with a complete trailer line (truncated?)")
-    cut = data.rfind(b"\n", 0, len(data) - 1) + 1
-    body, last = data[:cut], data[cut:].decode()
-    if last.startswith(CSV_TRAILER_MARK):
-        mark, trailer_json = next(csv.reader([last]))
-        return "csv", body, json.loads(trailer_json)
-    return "jsonl", body, json.loads(last)
+class _Limited(io.RawIOBase):
+    """A read-only view of the first ``length`` bytes of a binary file."""
+
+    def __init__(self, handle: BinaryIO, length: int) -> None:
+        self.handle, self.remaining = handle, length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.remaining <= 0:
+            return 0
+        data = self.handle.read(min(len(buffer), self.remaining))
+        buffer[: len(data)] = data
+        self.remaining -= len(data)
+        return len(data)
 
 
 def verify_export_file(path: Path, key: bytes) -> FileReport:
     """Check an exported file offline: trailer signature, body digest, every event's hash, the
     links between consecutive events, and the signed checkpoint."""
     try:
-        fmt, body, trailer_doc = _split_trailer(path.read_bytes())
+        with path.open("rb") as handle:
+            return _verify_open_file(handle, key)
+    except OSError as exc:
+        return FileReport(False, 0, f"cannot read {path}: {exc.strerror}")
+
+
+def _verify_open_file(handle: BinaryIO, key: bytes) -> FileReport:
+    try:
+        fmt, body_length, trailer_doc = _read_trailer(handle)
         trailer, signature = trailer_doc["trailer"], trailer_doc["signature"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, StopIteration) as exc:
         return FileReport(False, 0, f"not a readable audit export: {exc}")
     if trailer.get("checkpoint", {}).get("key_id") != key_id(key):
         return FileReport(False, 0, "the file was signed with another audit key than the one given")
     if not signatures_match(sign(key, trailer), signature):
         return FileReport(False, 0, "the trailer's signature does not match: the trailer was altered")
-    if hashlib.sha256(body).hexdigest() != trailer["sha256"]:
+    if _body_digest(handle, body_length) != trailer["sha256"]:
         return FileReport(False, 0, "the file's events were altered, removed or added after export")
     checkpoint = trailer["checkpoint"]
     signed = checkpoint_signature(key, seq=checkpoint["seq"], head_hash=checkpoint["head_hash"], at=checkpoint["at"])
@@ -209,7 +261,7 @@ def verify_export_file(path: Path, key: bytes) -> FileReport:
         return FileReport(False, 0, "the checkpoint in the trailer is not signed by this key")
     count, previous = 0, None
     try:
-        for content, stored_hash in _parse_body(fmt, body):
+        for content, stored_hash in _parse_body(fmt, handle, body_length):
             count += 1
             seq = content["seq"]
             if event_hash(content) != stored_hash:
