@@ -11,25 +11,19 @@ from playwright.sync_api import Page, expect
 
 from recovery.audit.export import verify_export_file
 from recovery.permissions import Role
+from tests.browser.helpers import sign_in
 from tests.conftest import PASSWORD
 from tests.recovery.audit.helpers import record_events
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def sign_in(page: Page, base: str, username: str) -> None:
-    page.goto(f"{base}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page.get_by_test_id("username")).to_have_text(username)
-
-
 def test_filter_export_and_verify(page: Page, live_server, make_user, tmp_path, settings, test_redis) -> None:
     settings.RECOVERY_JOB_BACKEND = "rq"
     make_user(Role.OPERATOR, username="olivia")
     record_events(3)
-    sign_in(page, live_server.url, "olivia")
+    sign_in(page, live_server.url, "olivia", PASSWORD)
+    expect(page.get_by_test_id("username")).to_have_text("olivia")
     page.get_by_role("link", name="Audit").click()
     expect(page.locator("tr[data-seq]")).to_have_count(4)  # three events and olivia's sign-in
 

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from playwright.sync_api import Page, expect
 
 from recovery.permissions import Role
+from tests.browser.helpers import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -22,12 +23,9 @@ def demo_credentials(tmp_path) -> dict[str, str]:
     return dict(re.findall(r"^\s+(demo-\w+)\s+(\S+)$", out.getvalue(), re.M))
 
 
-def sign_in(page: Page, base: str, username: str, password: str) -> None:
-    page.goto(f"{base}/")
-    expect(page).to_have_url(re.compile(r"/login/"))
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
+def test_the_console_sends_anonymous_visitors_to_sign_in(page: Page, live_server) -> None:
+    page.goto(f"{live_server.url}/health/")
+    expect(page).to_have_url(re.compile(r"/login/\?next=/health/"))
 
 
 @pytest.mark.parametrize("role", list(Role))
