@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = ROOT / ".local" / "env"
-TEST_REDIS_DB = "1"
+TEST_REDIS_DB = os.environ.get("TEST_REDIS_DB", "1")
 
 
 def _load_env_file(path: Path) -> None:
