@@ -12,7 +12,7 @@ from recovery.permissions import Capability, user_can, user_roles
 # (label, url name or None while the screen does not exist yet, capability needed to see it)
 NAVIGATION: list[tuple[str, str | None, Capability]] = [
     ("Overview", "overview", Capability.VIEW),
-    ("Dead letters", None, Capability.VIEW),
+    ("Dead letters", "dead-letters", Capability.VIEW),
     ("Plans", None, Capability.VIEW),
     ("Runs", None, Capability.VIEW),
     ("Drills", None, Capability.VIEW),

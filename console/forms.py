@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
+
 from django import forms
 
 from recovery.audit.export import AuditFilters
-from recovery.models import AuditAction
+from recovery.models import AuditAction, Broker, DeadLetterQueue
 from recovery.permissions import Role
 
 
@@ -31,3 +33,49 @@ class AuditFilterForm(forms.Form):
             object_type=data.get("object_type", ""),
             object_id=data.get("object_id", ""),
         )
+
+
+class JsonField(forms.JSONField):
+    """A JSON text area that shows the value as indented JSON."""
+
+    def prepare_value(self, value: object) -> str:
+        if isinstance(value, str):
+            return value
+        return json.dumps(value, indent=2) if value not in (None, "") else ""
+
+
+class BrokerForm(forms.ModelForm):
+    options = JsonField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    class Meta:
+        model = Broker
+        fields = ["name", "kind", "endpoint", "credentials_ref", "options", "enabled"]
+
+    def clean_options(self) -> dict:
+        value = self.cleaned_data.get("options") or {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError("options must be a JSON object")
+        secretish = [k for k in value if any(w in k.lower() for w in ("password", "secret", "token", "key_id"))]
+        if secretish:
+            raise forms.ValidationError(
+                f"options hold no secrets ({', '.join(secretish)}): use the credentials reference instead"
+            )
+        return value
+
+
+class DlqForm(forms.ModelForm):
+    header_mapping = JsonField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    sources = JsonField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    class Meta:
+        model = DeadLetterQueue
+        fields = [
+            "broker", "name", "address", "vhost", "consumer_group", "replay_target", "replay_routing_key",
+            "capture_mode", "capture_interval", "capture_batch_size", "sources", "header_mapping", "enabled",
+        ]  # fmt: skip
+
+    def clean_header_mapping(self) -> dict:
+        return self.cleaned_data.get("header_mapping") or {}
+
+    def clean_sources(self) -> list:
+        return self.cleaned_data.get("sources") or []

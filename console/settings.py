@@ -149,6 +149,15 @@ AUDIT_HMAC_KEY = _audit_key.encode()
 # A signed checkpoint is recorded when the chain moved and this many seconds have passed.
 AUDIT_CHECKPOINT_INTERVAL = envint("AUDIT_CHECKPOINT_INTERVAL", 300, minimum=10)
 
+# --- Capture (see docs/capture.md)
+RECOVERY_CAPTURE_MAX_BODY = envint("RECOVERY_CAPTURE_MAX_BODY", 16 * 1024 * 1024, minimum=1024)
+RECOVERY_CAPTURE_MAX_PER_PASS = envint("RECOVERY_CAPTURE_MAX_PER_PASS", 100_000, minimum=1)
+RECOVERY_CAPTURE_WAIT_SECONDS = envint("RECOVERY_CAPTURE_WAIT_SECONDS", 1, minimum=0, maximum=20)
+RECOVERY_CAPTURE_RETRY_ATTEMPTS = envint("RECOVERY_CAPTURE_RETRY_ATTEMPTS", 3, minimum=1, maximum=20)
+RECOVERY_CAPTURE_RETRY_BASE_MS = envint("RECOVERY_CAPTURE_RETRY_BASE_MS", 2000, minimum=1)
+RECOVERY_CAPTURE_STALE_AFTER = envint("RECOVERY_CAPTURE_STALE_AFTER", 120, minimum=10)
+RECOVERY_CAPTURE_MAX_BACKOFF = envint("RECOVERY_CAPTURE_MAX_BACKOFF", 3600, minimum=10)
+
 # --- Redis and background jobs
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
 RECOVERY_JOB_BACKEND = envchoice("RECOVERY_JOB_BACKEND", ("rq", "celery"), "rq")

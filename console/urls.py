@@ -1,12 +1,24 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console.views import audit, health, overview, settings_pages
+from console.views import audit, brokers, health, letters, overview, settings_pages
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
     path("health/", health.health, name="health"),
     path("health/rows/", health.health_rows, name="health-rows"),
+    path("letters/", letters.dead_letters, name="dead-letters"),
+    path("letters/<int:letter_id>/", letters.letter_detail, name="letter-detail"),
+    path("letters/<int:letter_id>/body/", letters.letter_body, name="letter-body"),
+    path("dlqs/<int:dlq_id>/", letters.dlq_detail, name="dlq-detail"),
+    path("dlqs/<int:dlq_id>/depth/", letters.dlq_depth, name="dlq-depth"),
+    path("dlqs/<int:dlq_id>/capture/", letters.capture_now, name="capture-now"),
+    path("settings/brokers/new/", brokers.broker_edit, name="broker-new"),
+    path("settings/brokers/<int:broker_id>/", brokers.broker_edit, name="broker-edit"),
+    path("settings/brokers/<int:broker_id>/test/", brokers.broker_test, name="broker-test"),
+    path("settings/brokers/<int:broker_id>/discover/", brokers.broker_discover, name="broker-discover"),
+    path("settings/dlqs/new/", brokers.dlq_edit, name="dlq-new"),
+    path("settings/dlqs/<int:dlq_id>/", brokers.dlq_edit, name="dlq-edit"),
     path("audit/", audit.audit_page, name="audit"),
     path("audit/export/", audit.audit_export, name="audit-export"),
     path("audit/verify/", audit.audit_verify, name="audit-verify"),

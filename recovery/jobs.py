@@ -11,6 +11,7 @@ import socket
 from django.conf import settings
 
 from recovery.audit.services import audit_checkpoint_record, audit_verification_run
+from recovery.capture.services import capture_due_passes_enqueue, capture_pass_run
 from recovery.health.services import worker_heartbeat_record
 from recovery.job_backend import enqueue
 
@@ -20,6 +21,17 @@ def scheduler_tick() -> None:
     enqueues the periodic work that is due."""
     enqueue(worker_heartbeat, settings.RECOVERY_JOB_BACKEND)
     enqueue(audit_checkpoint)
+    enqueue(capture_schedule)
+
+
+def capture_schedule() -> None:
+    """Create and enqueue a capture pass for every DLQ whose scheduled capture is due."""
+    capture_due_passes_enqueue()
+
+
+def capture_dlq(pass_id: int) -> None:
+    """Run one capture pass (created before this job was enqueued)."""
+    capture_pass_run(pass_id=pass_id)
 
 
 def audit_checkpoint() -> None:

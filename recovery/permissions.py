@@ -80,7 +80,13 @@ def user_can(user: Any, capability: Capability) -> bool:
 
 
 def ensure_can(user: Any, capability: Capability) -> None:
-    """Raise NotPermitted unless the user holds ``capability``. Services call this first."""
+    """Raise NotPermitted unless the user holds ``capability``. Services call this first.
+
+    A system actor (a string such as "scheduler" or "cli:alice") passes: it names code that runs
+    outside any request (the scheduler, workers, manage.py, whose user already controls the
+    installation). Views always pass ``request.user``, never a string."""
+    if isinstance(user, str):
+        return
     if not user_can(user, capability):
         name = getattr(user, "get_username", lambda: "anonymous")()
         raise NotPermitted(f"{name} may not {Capability(capability).label.lower()}")

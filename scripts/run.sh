@@ -14,8 +14,14 @@ py="$VENV/bin/python"
 cd "$ROOT"
 say "migrating"
 "$py" manage.py migrate --noinput >/dev/null
+demo_dlqs="$LOCAL/demo-dlqs.json"
+if [ ! -s "$demo_dlqs" ]; then
+  say "seeding dead letters: demo applications fail messages on each local broker"
+  "$py" -m scripts.demo.failing_consumers >"$demo_dlqs.tmp" && mv "$demo_dlqs.tmp" "$demo_dlqs" \
+    || die "seeding the demo dead letters failed (see above)"
+fi
 say "seeding the demo"
-"$py" manage.py seed_demo
+"$py" manage.py seed_demo --dlqs "$demo_dlqs"
 
 if [ -z "${PORT:-}" ] && ! port_open 8000; then WEB_PORT=8000; fi
 children=()

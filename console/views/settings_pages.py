@@ -11,6 +11,7 @@ from recovery.accounts.selectors import user_list_with_roles
 from recovery.accounts.services import user_roles_set
 from recovery.brokers.selectors import broker_list
 from recovery.errors import RecoveryError
+from recovery.models import DeadLetterQueue
 from recovery.permissions import Capability, capability_required
 
 
@@ -24,6 +25,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         {
             "users": user_list_with_roles(),
             "brokers": broker_list(),
+            "dlqs": DeadLetterQueue.objects.select_related("broker").order_by("name"),
             "role_form": UserRolesForm(),
             "runtime": {
                 "Job backend": settings.RECOVERY_JOB_BACKEND,

@@ -45,12 +45,12 @@ class DlqAddress:
     """Where a dead-letter queue lives on its broker.
 
     - SQS: ``name`` is the queue URL.
-    - RabbitMQ: ``name`` is the queue name, ``vhost`` its virtual host.
+    - RabbitMQ: ``name`` is the queue name, ``vhost`` its virtual host ('' = the URL's).
     - Kafka: ``name`` is the topic, ``group`` the consumer group the console reads it with.
     """
 
     name: str
-    vhost: str = "/"
+    vhost: str = ""  # '' = the broker URL's vhost
     group: str = ""
 
 
@@ -66,7 +66,7 @@ class Target:
 
     name: str
     routing_key: str = ""
-    vhost: str = "/"
+    vhost: str = ""  # '' = the broker URL's vhost
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class OutgoingMessage:
     ``message_group_id`` and ``deduplication_id``; Kafka ``key`` (str or bytes)."""
 
     body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
 
 

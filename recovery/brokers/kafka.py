@@ -1,13 +1,51 @@
-"""Kafka adapter (confluent-kafka). The only module that imports confluent_kafka."""
+"""Kafka adapter (confluent-kafka). The only module that imports confluent_kafka.
+
+How the adapter Protocol maps onto Kafka:
+
+- ``receive`` reads with a consumer group (``DlqAddress.group``); one consumer per (topic, group)
+  is kept for the adapter's life so the group is joined once, not per batch.
+- ``remove`` commits past the removed messages, synchronously; ``release`` seeks back so the same
+  consumer reads them again; ``close`` leaves the group without committing, so whatever was
+  received and not removed is read again by the next reader of the group (invariant 1).
+- ``depth`` is the group's lag.
+- ``publish`` uses one idempotent producer with ``acks=all`` and counts a message as published
+  only on a delivery report without error (invariant 2).
+- The console never creates a topic implicitly: every client sets ``allow.auto.create.topics``
+  to false (Tansu and Kafka honour it on metadata requests) and a missing topic is an error.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import (
+    OFFSET_INVALID,
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from recovery.brokers.base import BrokerError, Ping
+from recovery.brokers.base import (
+    BrokerError,
+    Candidate,
+    DlqAddress,
+    OutgoingMessage,
+    Ping,
+    PublishResult,
+    ReceivedMessage,
+    Target,
+    json_safe,
+)
 from recovery.brokers.credentials import resolve_credentials
 from recovery.brokers.timing import stopwatch
 
@@ -15,13 +53,74 @@ if TYPE_CHECKING:
     from recovery.models import Broker
 
 # Client options an operator may set in Broker.options; secrets come only from credentials_ref.
-_ALLOWED_OPTIONS = {"security.protocol", "sasl.mechanisms", "ssl.ca.location", "client.id"}
+# message.max.bytes: the producer default below allows large dead letters; an operator can match
+# the broker's own limit instead.
+_ALLOWED_OPTIONS = {"security.protocol", "sasl.mechanisms", "ssl.ca.location", "client.id", "message.max.bytes"}
+
+# Kafka brokers refuse messages over ~1 MiB by default; the producer must not refuse them first,
+# or a large dead letter could never be replayed to a broker configured to take it.
+_PRODUCER_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+# Errors reported through error_cb that mean no call can succeed until something changes.
+_BROKER_DOWN_CODES = {KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION}
+# Errors that retrying the same call cannot fix.
+_PERMANENT_CODES = {
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+}
+
+# Tansu holds a group join for about half the session timeout, and a reader that crashed holds its
+# group until its session expires: keep it short. Kafka's minimum is 6 s.
+_SESSION_TIMEOUT_S = 6.0
+
+_TIMESTAMP_TYPES = {TIMESTAMP_CREATE_TIME: "create_time", TIMESTAMP_LOG_APPEND_TIME: "log_append_time"}
+
+# Names of dead-letter topics, lower case: Spring (orders.DLT, orders-dlt), common suffixes and
+# prefixes, and anything that says dead-letter. What is left once the marker is removed is the
+# source topic, when a topic of that name exists.
+_DLQ_SUFFIXES = (".dlt", "-dlt", ".dlq", "-dlq", "_dlq", ".dead-letter", "-dead-letter", "_dead-letter")
+_DLQ_PREFIXES = ("dlq-", "dlq.", "dead-letter-", "dead-letter.", "dead-letter_")
+
+
+@dataclass
+class _Reader:
+    """One consumer of a (topic, group) and, per partition, what it handed out and not yet removed.
+
+    ``outstanding`` holds received offsets that are neither removed nor released; ``removed_upto``
+    the highest removed offset + 1. Committing never passes an outstanding offset (invariant 1).
+    """
+
+    consumer: Any
+    outstanding: dict[int, set[int]] = field(default_factory=dict)
+    removed_upto: dict[int, int] = field(default_factory=dict)
+    assigned: bool = False
+
+    def assign(self, _consumer: Any, _partitions: list[Any]) -> None:
+        """The group answered (possibly with no partitions, when other members hold them all)."""
+        self.assigned = True
+
+    def forget(self, _consumer: Any, partitions: list[Any]) -> None:
+        """A revoked partition restarts from its committed offset wherever it goes next."""
+        self.assigned = False
+        for tp in partitions:
+            self.outstanding.pop(tp.partition, None)
+            self.removed_upto.pop(tp.partition, None)
 
 
 class KafkaAdapter:
     def __init__(self, broker: Broker, *, timeout: float) -> None:
         self.broker = broker
         self.timeout = timeout
+        self._readers: dict[tuple[str, str], _Reader] = {}
+        self._producer: Any = None
+        self._admin: Any = None
+        # Set by librdkafka's error_cb: an outage (tells "nothing to read" from "broker away"), and
+        # a fatal error, which only an idempotent producer raises here and which ends that producer.
+        self._alarm: KafkaError | None = None
+        self._producer_failed = False
 
     def client_config(self) -> dict[str, Any]:
         if not self.broker.endpoint:
@@ -32,7 +131,9 @@ class KafkaAdapter:
             "socket.connection.setup.timeout.ms": int(self.timeout * 1000),
             # librdkafka would otherwise log every reconnect attempt of a down broker to stderr.
             "log_level": 0,
-            "error_cb": lambda _err: None,
+            "error_cb": self._on_client_error,
+            # Reading, publishing or asking for metadata must never create a topic.
+            "allow.auto.create.topics": False,
         }
         config.update({k: v for k, v in (self.broker.options or {}).items() if k in _ALLOWED_OPTIONS})
         creds = resolve_credentials(self.broker.credentials_ref, ("username", "password"))
@@ -40,6 +141,14 @@ class KafkaAdapter:
             config["sasl.username"] = creds.get("username", "")
             config["sasl.password"] = creds.get("password", "")
         return config
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        """librdkafka reports a lost broker here, once per outage, not through the call that
+        suffers it. Keep what says no call can succeed; the rest it retries by itself."""
+        if error.fatal():
+            self._producer_failed = True
+        elif error.code() in _BROKER_DOWN_CODES:
+            self._alarm = error
 
     def ping(self) -> Ping:
         admin = AdminClient(self.client_config())
@@ -53,5 +162,424 @@ class KafkaAdapter:
             detail=f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topic(s)",
         )
 
+    # -- reading -------------------------------------------------------------------------------
+
+    def receive(self, address: DlqAddress, *, max_messages: int, wait_seconds: float) -> list[ReceivedMessage]:
+        """Up to ``max_messages`` messages of the topic past the group's position, waiting at most
+        ``wait_seconds`` for the first. Nothing is committed here: a message leaves the DLQ only
+        through ``remove`` (invariant 1).
+
+        The wait starts once the group has given this consumer its partitions: joining takes a
+        few seconds (half the session timeout on Tansu, the initial rebalance delay on Kafka), and
+        a session longer when a crashed reader of the group must expire first; it must not make a
+        full DLQ look empty. A join that takes more than ``timeout`` + the session timeout +
+        ``wait_seconds`` raises BrokerError, not an empty list."""
+        if max_messages < 1:
+            return []
+        reader = self._reader(address)
+        now = time.monotonic()
+        join_budget = self.timeout + _SESSION_TIMEOUT_S + max(0.0, wait_seconds)
+        join_deadline = now + join_budget
+        deadline = now + max(0.0, wait_seconds) if reader.assigned else None
+        batch: list[ReceivedMessage] = []
+        while len(batch) < max_messages:
+            remaining = max(0.0, (join_deadline if deadline is None else deadline) - time.monotonic())
+            # Wait in short slices for the first message; once some arrived, take only what is
+            # already fetched, so a half-full batch is not held back for the whole wait.
+            polled = self._poll(reader, address, batch, max_messages, 0.0 if batch else min(remaining, 0.25))
+            if batch:
+                if not polled:
+                    break
+                continue
+            if self._alarm is not None:
+                self._check_alarm(reader, address)
+            if deadline is None and reader.assigned:
+                deadline = time.monotonic() + max(0.0, wait_seconds)
+            elif remaining <= 0:
+                if deadline is None:
+                    raise BrokerError(
+                        f"group {address.group} was given no partitions of {address.name} within "
+                        f"{join_budget:g} s (the group is rebalancing?)"
+                    )
+                break
+        for message in batch:
+            _topic, partition, offset = message.receipt
+            reader.outstanding.setdefault(partition, set()).add(offset)
+        return batch
+
+    def _poll(
+        self, reader: _Reader, address: DlqAddress, batch: list[ReceivedMessage], max_messages: int, timeout: float
+    ) -> int:
+        """One consume call into ``batch``; returns how many events it gave. Partition-EOF and
+        max-poll-exceeded (the consumer rejoins by itself) are skipped; any other error hands this
+        call's messages back (``release``) before raising, so none is skipped over."""
+        try:
+            polled = reader.consumer.consume(num_messages=max_messages - len(batch), timeout=timeout)
+        except KafkaException as exc:
+            self._give_back(reader, address, batch)
+            raise _broker_error(f"cannot read {address.name}", exc.args[0]) from None
+        error = None
+        for msg in polled:
+            err = msg.error()
+            if err is None:
+                batch.append(_received(msg))
+            elif err.code() not in (KafkaError._PARTITION_EOF, KafkaError._MAX_POLL_EXCEEDED):
+                error = error or err
+        if error is not None:
+            self._give_back(reader, address, batch)
+            raise _broker_error(f"cannot read {address.name}", error)
+        return len(polled)
+
+    def remove(self, address: DlqAddress, messages: list[ReceivedMessage]) -> None:
+        """Commit, synchronously, past these messages: per partition the highest offset + 1, held
+        back to the lowest offset still received-and-not-removed, because a Kafka commit removes
+        everything below it (invariant 1). A commit the broker refuses raises BrokerError."""
+        if not messages:
+            return
+        reader = self._existing_reader(address, messages)
+        positions: dict[int, int] = {}
+        for message in messages:
+            _topic, partition, offset = message.receipt
+            reader.outstanding.get(partition, set()).discard(offset)
+            reader.removed_upto[partition] = max(reader.removed_upto.get(partition, 0), offset + 1)
+            positions[partition] = reader.removed_upto[partition]
+        for partition in positions:
+            left = reader.outstanding.get(partition)
+            if left:
+                positions[partition] = min(positions[partition], min(left))
+        offsets = [TopicPartition(address.name, p, offset) for p, offset in sorted(positions.items())]
+        try:
+            committed = reader.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise _broker_error(f"cannot commit {address.name} for group {address.group}", exc.args[0]) from None
+        refused = next((tp.error for tp in committed or [] if tp.error is not None), None)
+        if refused is not None:
+            raise _broker_error(f"cannot commit {address.name} for group {address.group}", refused)
+
+    def release(self, address: DlqAddress, messages: list[ReceivedMessage]) -> None:
+        """Seek each partition back to the lowest offset among these messages, so the next
+        ``receive`` returns them again (messages after them too: capture is idempotent on the
+        identity). A partition this consumer no longer owns needs nothing: its next owner starts
+        from the committed offset, which is never past a message not removed."""
+        if not messages:
+            return
+        reader = self._readers.get((address.name, address.group))
+        if reader is not None:
+            self._give_back(reader, address, messages)
+
+    def depth(self, address: DlqAddress) -> int:
+        """The group's lag: per partition, high watermark minus the committed offset (or minus the
+        low watermark when the group committed nothing there).
+
+        Tansu reports a wrong high watermark for batched produce (the last batch's base offset +
+        1), so on Tansu this under-counts unless producers send one message per batch
+        (``batch.num.messages=1``). Treat it as an estimate there; Kafka reports it exactly."""
+        group = _require_group(address)
+        admin = self._admin_client()
+        partitions = self._topic_partitions(admin, address.name)
+        tps = [TopicPartition(address.name, p) for p in partitions]
+        try:
+            futures = admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group, tps)], request_timeout=self.timeout
+            )
+            committed = {tp.partition: tp.offset for tp in futures[group].result().topic_partitions}
+            lows = admin.list_offsets({tp: OffsetSpec.earliest() for tp in tps}, request_timeout=self.timeout)
+            highs = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, request_timeout=self.timeout)
+            lag = 0
+            for tp in tps:
+                low = lows[tp].result().offset
+                high = highs[tp].result().offset
+                done = committed.get(tp.partition, OFFSET_INVALID)
+                lag += max(0, high - (max(done, low) if done >= 0 else low))
+        except KafkaException as exc:
+            raise _broker_error(f"cannot measure the lag of {group} on {address.name}", exc.args[0]) from None
+        return lag
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def publish(self, target: Target, messages: list[OutgoingMessage]) -> list[PublishResult]:
+        """Produce the batch with one idempotent ``acks=all`` producer and flush once; a message is
+        confirmed only by a delivery report without error (invariant 2).
+
+        A topic that does not exist raises BrokerError(permanent=True) before anything is sent:
+        the console does not create topics. Headers and the key accept what ``receive`` hands out
+        (text, ``{"$base64": ...}`` for raw bytes, a list for a repeated header), so a dead
+        letter's headers replay byte for byte. A message without a report within the timeout is
+        unconfirmed; it may still arrive, which ``x-replay-id`` lets consumers detect."""
+        if not messages:
+            return []
+        producer = self._producer_client()
+        self._topic_partitions(producer, target.name)
+        reports: list[PublishResult | None] = [None] * len(messages)
+        deadline = time.monotonic() + self.timeout
+        for index, message in enumerate(messages):
+            reports[index] = self._produce(producer, target.name, index, message, reports, deadline)
+        if producer.flush(self.timeout):
+            # Whatever never left the local queue is certainly not published: say so now rather
+            # than let it go out after the caller has recorded a failure.
+            producer.purge(in_queue=True, in_flight=False)
+            producer.poll(0)
+        if self._producer_failed:
+            self._producer = None  # the next publish starts a fresh producer
+        late = f"no delivery report within {self.timeout:g} s"
+        return [report or PublishResult(index=i, confirmed=False, error=late) for i, report in enumerate(reports)]
+
+    def _produce(
+        self,
+        producer: Any,
+        topic: str,
+        index: int,
+        message: OutgoingMessage,
+        reports: list[PublishResult | None],
+        deadline: float,
+    ) -> PublishResult | None:
+        """Queue one message; returns a failed result when it could not be queued, else None (the
+        delivery callback fills the result later). A full local queue is drained, not dropped."""
+
+        def delivered(err: KafkaError | None, msg: Any) -> None:
+            if err is None:
+                reports[index] = PublishResult(
+                    index=index, confirmed=True, broker_message_id=f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
+                )
+            elif err.code() == KafkaError._PURGE_QUEUE:
+                reports[index] = PublishResult(index=index, confirmed=False, error="never sent: the flush timed out")
+            else:
+                reports[index] = PublishResult(index=index, confirmed=False, error=err.str())
+
+        try:
+            key = _raw(message.properties.get("key"))
+            headers = _header_pairs(message.headers)
+        except (TypeError, ValueError) as exc:
+            return PublishResult(index=index, confirmed=False, error=f"cannot encode key or headers: {exc}")
+        while True:
+            try:
+                producer.produce(topic, value=message.body, key=key, headers=headers, on_delivery=delivered)
+                return None
+            except BufferError:
+                if time.monotonic() > deadline:
+                    return PublishResult(index=index, confirmed=False, error="local producer queue stayed full")
+                producer.poll(0.05)
+            except KafkaException as exc:
+                return PublishResult(index=index, confirmed=False, error=exc.args[0].str())
+
+    # -- discovery and lifecycle ---------------------------------------------------------------
+
+    def list_candidates(self) -> list[Candidate]:
+        """Topics named like dead-letter topics, each with the topic it was named after when that
+        exists (Spring: ``orders.DLT`` is fed by ``orders``). Depth is left to ``depth``: it needs
+        a consumer group, which the operator chooses (the suggestion is ``dlq-console.<topic>``)."""
+        admin = self._admin_client()
+        try:
+            names = set(admin.list_topics(timeout=self.timeout).topics)
+        except KafkaException as exc:
+            raise _broker_error(f"cannot list topics on {self.broker.endpoint}", exc.args[0]) from None
+        candidates = []
+        for name in sorted(names):
+            if name.startswith("__"):
+                continue
+            source = _dlq_source(name)
+            if source is None:
+                continue
+            candidates.append(
+                Candidate(
+                    address=DlqAddress(name=name, group=f"dlq-console.{name}"),
+                    sources=(source,) if source in names else (),
+                    hint="Kafka topic named like a dead-letter topic",
+                )
+            )
+        return candidates
+
     def close(self) -> None:
-        """Nothing is held between calls yet."""
+        """Leave every group without committing (what was not removed is read again by the next
+        reader, invariant 1) and flush the producer. Safe to call more than once."""
+        readers, self._readers = self._readers, {}
+        for reader in readers.values():
+            # Already closed, or the broker is gone: the group then times the member out.
+            with contextlib.suppress(KafkaException, RuntimeError):
+                reader.consumer.close()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(self.timeout)
+        self._admin = None
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def _reader(self, address: DlqAddress) -> _Reader:
+        key = (address.name, _require_group(address))
+        reader = self._readers.get(key)
+        if reader is not None:
+            return reader
+        consumer = Consumer(
+            {
+                **self.client_config(),
+                "group.id": address.group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": int(_SESSION_TIMEOUT_S * 1000),
+            }
+        )
+        try:
+            self._topic_partitions(consumer, address.name)
+        except BrokerError:
+            consumer.close()
+            raise
+        reader = _Reader(consumer=consumer)
+        consumer.subscribe([address.name], on_assign=reader.assign, on_revoke=reader.forget, on_lost=reader.forget)
+        self._readers[key] = reader
+        return reader
+
+    def _check_alarm(self, reader: _Reader, address: DlqAddress) -> None:
+        """An empty read after an alarm: ask the broker directly, so that a DLQ that is merely
+        empty is not reported as an outage, nor an outage as an empty DLQ."""
+        self._topic_partitions(reader.consumer, address.name)  # raises while the broker is away
+        self._alarm = None
+
+    def _existing_reader(self, address: DlqAddress, messages: list[ReceivedMessage]) -> _Reader:
+        reader = self._readers.get((address.name, address.group))
+        if reader is None:
+            raise BrokerError(
+                f"{address.name} was not read by group {address.group} through this adapter: nothing to commit",
+                permanent=True,
+            )
+        if any(m.receipt[0] != address.name for m in messages):
+            raise BrokerError(f"messages from another topic cannot be removed from {address.name}", permanent=True)
+        return reader
+
+    def _give_back(self, reader: _Reader, address: DlqAddress, messages: list[ReceivedMessage]) -> None:
+        """Seek back to the lowest offset per partition; the seek drops what was fetched after it."""
+        lowest: dict[int, int] = {}
+        for message in messages:
+            _topic, partition, offset = message.receipt
+            lowest[partition] = min(offset, lowest.get(partition, offset))
+        for partition, offset in lowest.items():
+            try:
+                reader.consumer.seek(TopicPartition(address.name, partition, offset))
+            except KafkaException:
+                continue  # not assigned any more: its next owner starts from the committed offset
+            left = reader.outstanding.get(partition, set())
+            reader.outstanding[partition] = {o for o in left if o < offset}
+
+    def _producer_client(self) -> Any:
+        if self._producer is None:
+            self._producer_failed = False
+            self._producer = Producer(
+                {
+                    "message.max.bytes": _PRODUCER_MAX_MESSAGE_BYTES,
+                    **self.client_config(),
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    # Give up on a message when publish stops waiting for it, so a failure reported
+                    # to the caller is not followed by a late delivery.
+                    "message.timeout.ms": max(1000, int(self.timeout * 1000)),
+                }
+            )
+        return self._producer
+
+    def _admin_client(self) -> Any:
+        if self._admin is None:
+            self._admin = AdminClient(self.client_config())
+        return self._admin
+
+    def _topic_partitions(self, client: Any, topic: str) -> list[int]:
+        """The topic's partitions; a missing topic is a permanent error (never auto-created)."""
+        try:
+            metadata = client.list_topics(topic=topic, timeout=self.timeout)
+        except KafkaException as exc:
+            raise _broker_error(f"cannot reach {self.broker.endpoint}", exc.args[0]) from None
+        found = metadata.topics.get(topic)
+        if found is None or (found.error is not None and found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+            raise BrokerError(f"topic {topic} does not exist on {self.broker.endpoint}", permanent=True)
+        if found.error is not None:
+            raise _broker_error(f"topic {topic}", found.error)
+        return sorted(found.partitions)
+
+
+def _broker_error(context: str, error: KafkaError) -> BrokerError:
+    """The broker's own message (librdkafka never includes the SASL password in it)."""
+    permanent = error.code() in _PERMANENT_CODES or error.fatal()
+    return BrokerError(f"{context}: {error.str()}", permanent=permanent)
+
+
+def _require_group(address: DlqAddress) -> str:
+    if not address.group:
+        raise BrokerError(f"the Kafka DLQ {address.name} needs a consumer group", permanent=True)
+    return address.group
+
+
+def _received(msg: Any) -> ReceivedMessage:
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    ts_type, ts = msg.timestamp()
+    try:
+        headers = _header_dict(msg.headers() or [])
+    except (UnicodeDecodeError, ValueError) as exc:  # a header name that is not UTF-8 (invariant 10)
+        headers = {"$undecodable": str(exc)}
+    return ReceivedMessage(
+        identity=f"{topic}/{partition}/{offset}",
+        body=msg.value() or b"",
+        headers=headers,
+        properties={
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "timestamp": ts if ts_type in _TIMESTAMP_TYPES else None,
+            "timestamp_type": _TIMESTAMP_TYPES.get(ts_type, "not_available"),
+            "key": json_safe(msg.key()),
+        },
+        receipt=(topic, partition, offset),
+    )
+
+
+def _header_dict(pairs: list[tuple[str, bytes | None]]) -> dict[str, Any]:
+    """Kafka headers are an ordered list in which a name may repeat. A name seen once maps to its
+    JSON-safe value; a repeated name maps to the list of its values in order. A value is never a
+    list otherwise, so the shape is unambiguous and ``_header_pairs`` inverts it."""
+    headers: dict[str, Any] = {}
+    repeated: set[str] = set()
+    for name, value in pairs:
+        safe = json_safe(value)
+        if name in repeated:
+            headers[name].append(safe)
+        elif name in headers:
+            headers[name] = [headers[name], safe]
+            repeated.add(name)
+        else:
+            headers[name] = safe
+    return headers
+
+
+def _header_pairs(headers: dict[str, Any]) -> list[tuple[str, bytes | None]]:
+    """The inverse of ``_header_dict``: a list value becomes the header repeated, in order."""
+    pairs: list[tuple[str, bytes | None]] = []
+    for name, value in headers.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append((str(name), _raw(item)))
+    return pairs
+
+
+def _raw(value: Any) -> bytes | None:
+    """Bytes for a key or header value: text as UTF-8, ``{"$base64": ...}`` (json_safe's form of
+    bytes that are not text) decoded back to the original bytes, None kept as no value."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, dict) and set(value) == {"$base64"}:
+        return base64.b64decode(value["$base64"], validate=True)
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"{type(value).__name__} is not text, bytes or {{'$base64': ...}}")
+
+
+def _dlq_source(name: str) -> str | None:
+    """For a topic named like a DLQ, the name of the topic it was derived from ('' when it says
+    dead-letter without a removable marker); None when the name does not look like a DLQ."""
+    lower = name.lower()
+    for suffix in _DLQ_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    for prefix in _DLQ_PREFIXES:
+        if lower.startswith(prefix) and len(name) > len(prefix):
+            return name[len(prefix) :]
+    return "" if "dead-letter" in lower else None

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from recovery.audit.services import audit_record
-from recovery.models import AuditAction, Broker, BrokerKind
+from recovery.errors import InvalidInput
+from recovery.models import AuditAction, Broker, BrokerKind, CaptureMode, DeadLetterQueue
+from recovery.permissions import Capability, ensure_can
 
 
 def local_brokers_configure() -> list[Broker]:
@@ -64,3 +67,88 @@ def _broker_snapshot(broker: Broker) -> dict[str, object]:
         "credentials_ref": broker.credentials_ref,
         "enabled": broker.enabled,
     }
+
+
+BROKER_FIELDS = ("name", "kind", "endpoint", "options", "credentials_ref", "enabled")
+DLQ_FIELDS = (
+    "broker", "name", "address", "vhost", "consumer_group", "replay_target", "replay_routing_key", "capture_mode",
+    "capture_interval", "capture_batch_size", "sources", "header_mapping", "enabled",
+)  # fmt: skip
+
+
+def _snapshot(obj: object, fields: tuple[str, ...]) -> dict[str, object]:
+    return {f: (getattr(obj, f"{f}_id") if f == "broker" else getattr(obj, f)) for f in fields}
+
+
+def broker_save(*, actor: object, broker: Broker | None = None, data: dict[str, object]) -> Broker:
+    """Create a broker (``broker`` None) or change one; admins only. Validates like the form
+    (credentials only as a reference, invariant 9) and audits before/after."""
+    ensure_can(actor, Capability.MANAGE)
+    with transaction.atomic():
+        before = _snapshot(broker, BROKER_FIELDS) if broker else None
+        target = broker or Broker()
+        for field in BROKER_FIELDS:
+            if field in data:
+                setattr(target, field, data[field])
+        _validate(target)
+        target.save()
+        audit_record(
+            actor=actor,
+            action=AuditAction.BROKER_UPDATED if broker else AuditAction.BROKER_CREATED,
+            obj=target,
+            summary=f"broker {target.name} {'changed' if broker else 'added'}",
+            before=before,
+            after=_snapshot(target, BROKER_FIELDS),
+        )
+    return target
+
+
+def dlq_save(*, actor: object, dlq: DeadLetterQueue | None = None, data: dict[str, object]) -> DeadLetterQueue:
+    """Create or change a dead-letter queue; admins only; audited with before/after."""
+    ensure_can(actor, Capability.MANAGE)
+    with transaction.atomic():
+        before = _snapshot(dlq, DLQ_FIELDS) if dlq else None
+        target = dlq or DeadLetterQueue()
+        for field in DLQ_FIELDS:
+            if field in data:
+                setattr(target, field, data[field])
+        if target.broker_id and not data.get("capture_mode") and not dlq:
+            target.capture_mode = target.default_capture_mode()
+        _validate(target)
+        _check_dlq(target)
+        target.save()
+        audit_record(
+            actor=actor,
+            action=AuditAction.DLQ_UPDATED if dlq else AuditAction.DLQ_CREATED,
+            obj=target,
+            summary=f"dead-letter queue {target.name} {'changed' if dlq else 'added'}",
+            before=before,
+            after=_snapshot(target, DLQ_FIELDS),
+        )
+    return target
+
+
+def _validate(obj: Broker | DeadLetterQueue) -> None:
+    try:
+        obj.full_clean()
+    except ValidationError as exc:
+        raise InvalidInput("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+
+
+def _check_dlq(dlq: DeadLetterQueue) -> None:
+    kind = dlq.broker.kind
+    if kind == BrokerKind.KAFKA:
+        if not dlq.consumer_group:
+            raise InvalidInput("consumer_group: a Kafka DLQ needs the consumer group the console captures with")
+        if dlq.capture_mode != CaptureMode.OFFSETS:
+            raise InvalidInput("capture_mode: a Kafka DLQ is captured by committing offsets")
+    elif dlq.capture_mode != CaptureMode.DRAIN:
+        raise InvalidInput("capture_mode: SQS and RabbitMQ DLQs are drained (deleted/acked after capture)")
+    if kind == BrokerKind.SQS and not dlq.address.startswith(("http://", "https://")):
+        raise InvalidInput("address: an SQS DLQ is given by its queue URL")
+    if not isinstance(dlq.header_mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in dlq.header_mapping.items()
+    ):
+        raise InvalidInput('header_mapping: a JSON object of field -> header name, e.g. {"error_class": "x-error"}')
+    if not isinstance(dlq.sources, list):
+        raise InvalidInput("sources: a JSON list of queue/topic names")

@@ -9,6 +9,15 @@ from recovery.models.audit import (
 )
 from recovery.models.brokers import Broker, BrokerKind
 from recovery.models.health import WorkerHeartbeat
+from recovery.models.letters import (
+    CaptureMode,
+    CapturePass,
+    CapturePassState,
+    CaptureTrigger,
+    DeadLetter,
+    DeadLetterQueue,
+    DeadLetterState,
+)
 
 __all__ = [
     "AuditAction",
@@ -17,6 +26,13 @@ __all__ = [
     "AuditVerification",
     "Broker",
     "BrokerKind",
+    "CaptureMode",
+    "CapturePass",
+    "CapturePassState",
+    "CaptureTrigger",
+    "DeadLetter",
+    "DeadLetterQueue",
+    "DeadLetterState",
     "VerificationState",
     "WorkerHeartbeat",
 ]

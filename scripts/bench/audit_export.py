@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,26 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-BENCH_DB = "dlq_console_bench"
-
-
-def _admin_url(database_url: str, name: str) -> str:
-    return database_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def _run_measured(args: list[str], env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess]:
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    err = proc.stderr.read() if proc.stderr else b""
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed ({code}): {err.decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024, subprocess.CompletedProcess(args, code, b"", err)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from scripts.bench.common import bench_database, report, run_measured  # noqa: E402
 
 
 def seed(url: str, count: int) -> float:
@@ -80,53 +61,24 @@ def seed(url: str, count: int) -> float:
 
 
 def main(count: int) -> list[str]:
-    database_url = os.environ["DATABASE_URL"]
-    admin = _admin_url(database_url, "postgres")
-    bench_url = _admin_url(database_url, BENCH_DB)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-    env = {
-        **os.environ,
-        "DATABASE_URL": bench_url,
-        "DEBUG": "0",
-        "HTTPS_ONLY": "0",
-        "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-" + "s" * 50),
-        "AUDIT_HMAC_KEY": os.environ.get("AUDIT_HMAC_KEY", "bench-audit-key-" + "k" * 32),
-    }
-    os.environ.update(env)
     lines: list[str] = []
-
-    def report(name: str, value: float, unit: str) -> None:
-        line = f"BENCH {name} {value:.1f} {unit}" if value < 100 else f"BENCH {name} {value:.0f} {unit}"
-        print(line, flush=True)
-        lines.append(line)
-
-    try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-        seconds = seed(bench_url, count)
-        report("audit_seed_copy_rate", count / seconds, "events/s")
+    with bench_database() as env:
+        seconds = seed(env["DATABASE_URL"], count)
+        report(lines, "audit_seed_copy_rate", count / seconds, "events/s")
         with tempfile.TemporaryDirectory() as tmp:
             for fmt in ("jsonl", "csv"):
                 path = Path(tmp) / f"audit.{fmt}"
-                elapsed, rss, _ = _run_measured(["audit_export", f"--format={fmt}", f"--output={path}"], env)
-                report(f"audit_export_{fmt}_events", count + 1, "events")
-                report(f"audit_export_{fmt}_rate", (count + 1) / elapsed, "events/s")
-                report(f"audit_export_{fmt}_peak_rss", rss, "MB")
-                report(f"audit_export_{fmt}_file_size", path.stat().st_size / 1e6, "MB")
-                elapsed, rss, _ = _run_measured(["audit_verify", f"--file={path}"], env)
-                report(f"audit_verify_file_{fmt}_rate", (count + 1) / elapsed, "events/s")
-                report(f"audit_verify_file_{fmt}_peak_rss", rss, "MB")
-        elapsed, rss, _ = _run_measured(["audit_verify"], env)
-        report("audit_verify_chain_rate", (count + 2) / elapsed, "events/s")
-        report("audit_verify_chain_peak_rss", rss, "MB")
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+                elapsed, rss = run_measured(["audit_export", f"--format={fmt}", f"--output={path}"], env)
+                report(lines, f"audit_export_{fmt}_events", count + 1, "events")
+                report(lines, f"audit_export_{fmt}_rate", (count + 1) / elapsed, "events/s")
+                report(lines, f"audit_export_{fmt}_peak_rss", rss, "MB")
+                report(lines, f"audit_export_{fmt}_file_size", path.stat().st_size / 1e6, "MB")
+                elapsed, rss = run_measured(["audit_verify", f"--file={path}"], env)
+                report(lines, f"audit_verify_file_{fmt}_rate", (count + 1) / elapsed, "events/s")
+                report(lines, f"audit_verify_file_{fmt}_peak_rss", rss, "MB")
+        elapsed, rss = run_measured(["audit_verify"], env)
+        report(lines, "audit_verify_chain_rate", (count + 2) / elapsed, "events/s")
+        report(lines, "audit_verify_chain_peak_rss", rss, "MB")
     return lines
 
 

@@ -17,6 +17,9 @@ PAGES = {
     "health-rows": ({Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN}, lambda: reverse("health-rows")),
     "settings": ({Role.ADMIN}, lambda: reverse("settings")),
     "audit": (ALL, lambda: reverse("audit")),
+    "dead-letters": (ALL, lambda: reverse("dead-letters")),
+    "broker-new": ({Role.ADMIN}, lambda: reverse("broker-new")),
+    "dlq-new": ({Role.ADMIN}, lambda: reverse("dlq-new")),
     "audit-verification": (ALL, lambda: reverse("audit-verification")),
     "audit-history": (ALL, lambda: reverse("audit-history", args=["auth.user", "1"])),
 }

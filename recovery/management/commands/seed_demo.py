@@ -6,21 +6,30 @@ Passwords are printed once, when a user is created, and also kept in .local/demo
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.utils.text import slugify
 
 from recovery.accounts.services import demo_users_ensure
-from recovery.brokers.services import local_brokers_configure
+from recovery.brokers.services import dlq_save, local_brokers_configure
+from recovery.capture.services import capture_pass_request, capture_pass_run
+from recovery.models import Broker, CaptureTrigger, DeadLetterQueue
 
 
 class Command(BaseCommand):
     help = "Create demo users (one per role) and configure the local brokers as sources."
 
     def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--dlqs",
+            help="JSON summary written by `python -m scripts.demo.failing_consumers`: configure those DLQs "
+            "on the local brokers and capture each once",
+        )
         parser.add_argument(
             "--credentials-file",
             default=str(Path(settings.BASE_DIR) / ".local" / "demo-credentials"),
@@ -45,3 +54,35 @@ class Command(BaseCommand):
         if existing:
             self.stdout.write(f"Demo users already exist: {', '.join(existing)} (passwords in {path})")
         self.stdout.write(f"Brokers configured: {', '.join(b.name for b in brokers) or 'none'}")
+        if options["dlqs"]:
+            self._configure_dlqs(json.loads(Path(options["dlqs"]).read_text()))
+
+    def _configure_dlqs(self, summary: list[dict[str, Any]]) -> None:
+        """Create (or refresh) a DLQ row for every demo DLQ and capture it once."""
+        for flow in summary:
+            broker = Broker.objects.filter(name=f"local-{flow['broker']}").first()
+            if broker is None:
+                self.stderr.write(f"no local-{flow['broker']} broker configured; skipping its DLQs")
+                continue
+            for spec in flow["dlqs"]:
+                address = spec["address"]
+                name = slugify(f"{flow['broker']}-{address.rsplit('/', 1)[-1]}")[:64]
+                data = {
+                    "broker": broker,
+                    "name": name,
+                    "address": address,
+                    "vhost": "" if flow.get("vhost", "/") == "/" else flow["vhost"],
+                    "consumer_group": f"console-capture-{address}" if flow["broker"] == "kafka" else "",
+                    "replay_target": spec.get("replay_target", ""),
+                    "sources": spec.get("sources", []),
+                    "header_mapping": spec.get("header_mapping", {}),
+                    "capture_interval": 60,
+                }
+                if flow["broker"] == "rabbitmq":  # replay through the default exchange to the work queue
+                    data["replay_target"], data["replay_routing_key"] = "", spec.get("replay_target", "")
+                existing = DeadLetterQueue.objects.filter(name=name).first()
+                dlq = dlq_save(actor="seed_demo", dlq=existing, data=data)
+                requested = capture_pass_request(actor="seed_demo", dlq=dlq, trigger=CaptureTrigger.CLI)
+                done = capture_pass_run(pass_id=requested.pk)
+                outcome = done.error if done and done.error else f"{done.captured if done else 0} captured"
+                self.stdout.write(f"  DLQ {name}: {outcome}")

@@ -17,8 +17,9 @@ import recovery
 from recovery.accounts.services import demo_users_ensure, user_roles_set
 from recovery.audit.export import AuditFilters
 from recovery.audit.services import audit_export_start, audit_verification_request, audit_verification_run
-from recovery.brokers.services import local_brokers_configure
-from recovery.models import AuditEvent
+from recovery.brokers.services import broker_save, dlq_save, local_brokers_configure
+from recovery.capture.services import capture_due_passes_enqueue, capture_pass_request, capture_pass_run
+from recovery.models import AuditEvent, Broker, BrokerKind, CaptureMode, DeadLetterQueue
 from recovery.permissions import Role
 from tests.recovery.audit.helpers import record_events
 
@@ -32,7 +33,18 @@ EXEMPT = {
 
 def _calls(make_user: Callable[..., Any]) -> dict[str, Callable[[], Any]]:
     admin = make_user(Role.ADMIN)
+    operator = make_user(Role.OPERATOR)
     target = make_user(Role.VIEWER)
+    # a broker nobody listens on: capture fails fast, which is still a state change to audit
+    broker = Broker.objects.create(name="down", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
+    dlq = DeadLetterQueue.objects.create(
+        broker=broker, name="down-dlq", address="t", consumer_group="g", capture_mode=CaptureMode.OFFSETS
+    )
+
+    def capture_run() -> Any:
+        with transaction.atomic():
+            requested = capture_pass_request(actor=operator, dlq=dlq)
+        return lambda: capture_pass_run(pass_id=requested.pk)
 
     def verification_run() -> Any:
         with transaction.atomic():
@@ -50,6 +62,15 @@ def _calls(make_user: Callable[..., Any]) -> dict[str, Callable[[], Any]]:
         "recovery.audit.services.audit_export_start": lambda: audit_export_start(
             actor=admin, filters=AuditFilters(), fmt="jsonl"
         ),
+        "recovery.brokers.services.broker_save": lambda: broker_save(
+            actor=admin, data={"name": "new-broker", "kind": "kafka", "endpoint": "127.0.0.1:9"}
+        ),
+        "recovery.brokers.services.dlq_save": lambda: dlq_save(
+            actor=admin, data={"broker": broker, "name": "new-dlq", "address": "orders.DLT", "consumer_group": "c"}
+        ),
+        "recovery.capture.services.capture_pass_request": lambda: capture_pass_request(actor=operator, dlq=dlq),
+        "recovery.capture.services.capture_due_passes_enqueue": capture_due_passes_enqueue,
+        "recovery.capture.services.capture_pass_run": capture_run,
     }
 
 
@@ -60,6 +81,11 @@ AUDITED = [
     "recovery.audit.services.audit_verification_request",
     "recovery.audit.services.audit_verification_run",
     "recovery.audit.services.audit_export_start",
+    "recovery.brokers.services.broker_save",
+    "recovery.brokers.services.dlq_save",
+    "recovery.capture.services.capture_pass_request",
+    "recovery.capture.services.capture_due_passes_enqueue",
+    "recovery.capture.services.capture_pass_run",
 ]
 
 
@@ -86,10 +112,11 @@ def test_every_service_is_either_audited_or_exempt_with_a_reason(make_user) -> N
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("service", AUDITED)
-def test_a_service_writes_exactly_one_event_and_none_when_rolled_back(make_user, service: str) -> None:
+def test_a_service_writes_exactly_one_event_and_none_when_rolled_back(make_user, settings, service: str) -> None:
+    settings.RECOVERY_CAPTURE_RETRY_ATTEMPTS = 1
     record_events(1)  # a non-empty chain, so verification and export have something to work on
     call = _calls(make_user)[service]
-    if service.endswith("audit_verification_run"):
+    if service.endswith(("audit_verification_run", "capture_pass_run")):
         call = call()  # its set-up (the request) writes its own event first
     before = AuditEvent.objects.count()
     with pytest.raises(RuntimeError, match="roll back"), transaction.atomic():

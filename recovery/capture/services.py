@@ -1,0 +1,219 @@
+"""Capture: move dead letters from a broker into the quarantine store (invariant 1).
+
+A pass reads a batch, commits its rows and the pass's counters in one transaction, and only
+then removes the batch from the broker (delete / ack / commit offsets). A worker killed
+between the two leaves the messages on the broker; the next pass re-reads them and the upsert
+recognises them. Temporary broker errors are retried with exponential backoff recorded on the
+pass; a pass that still fails pushes the DLQ's next scheduled capture back (no crash loop).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from recovery.audit.services import audit_record
+from recovery.brokers.registry import adapter_for
+from recovery.capture.store import dead_letters_upsert
+from recovery.errors import BrokerError, InvalidInput
+from recovery.faults import fault_point
+from recovery.models import AuditAction, CapturePass, CapturePassState, CaptureTrigger, DeadLetterQueue
+from recovery.permissions import Capability, ensure_can
+
+ACTIVE = (CapturePassState.QUEUED, CapturePassState.RUNNING)
+
+
+def _stale_before() -> Any:
+    return timezone.now() - timedelta(seconds=settings.RECOVERY_CAPTURE_STALE_AFTER)
+
+
+def _retire_stale_passes(dlq: DeadLetterQueue) -> None:
+    """A running pass whose worker stopped beating is marked failed, so capture can go on."""
+    stale = CapturePass.objects.filter(dlq=dlq, state=CapturePassState.RUNNING, heartbeat_at__lt=_stale_before())
+    stale.update(state=CapturePassState.FAILED, finished_at=timezone.now(), error="worker lost (no heartbeat)")
+
+
+def _create_pass(*, dlq: DeadLetterQueue, trigger: str, actor: Any) -> CapturePass:
+    """Inside a transaction holding the DLQ's row lock: refuse while a pass is queued or running."""
+    _retire_stale_passes(dlq)
+    if CapturePass.objects.filter(dlq=dlq, state__in=ACTIVE).exists():
+        raise InvalidInput(f"a capture pass of {dlq.name} is already queued or running")
+    user = actor if getattr(actor, "is_authenticated", False) else None
+    return CapturePass.objects.create(dlq=dlq, trigger=trigger, requested_by=user)
+
+
+def capture_pass_request(*, actor: Any, dlq: DeadLetterQueue, trigger: str = CaptureTrigger.MANUAL) -> CapturePass:
+    """'Capture now': create the pass row, audit the request, and enqueue the job on commit."""
+    from recovery.job_backend import enqueue
+    from recovery.jobs import capture_dlq
+
+    if trigger == CaptureTrigger.MANUAL:
+        ensure_can(actor, Capability.CAPTURE)
+    if not dlq.enabled:
+        raise InvalidInput(f"{dlq.name} is disabled: enable it before capturing")
+    with transaction.atomic():
+        DeadLetterQueue.objects.select_for_update().get(pk=dlq.pk)
+        capture_pass = _create_pass(dlq=dlq, trigger=trigger, actor=actor)
+        audit_record(
+            actor=actor,
+            action=AuditAction.CAPTURE_REQUESTED,
+            obj=capture_pass,
+            summary=f"capture of {dlq.name} requested",
+        )
+        if trigger != CaptureTrigger.CLI:
+            enqueue(capture_dlq, capture_pass.pk)
+    return capture_pass
+
+
+def capture_due_passes_enqueue() -> list[CapturePass]:
+    """Scheduler tick: one pass for every enabled DLQ whose next capture is due. Claimed with a
+    conditional UPDATE of ``next_capture_at``, so two schedulers never create the same pass."""
+    from recovery.job_backend import enqueue
+    from recovery.jobs import capture_dlq
+
+    now = timezone.now()
+    created: list[CapturePass] = []
+    due = DeadLetterQueue.objects.filter(enabled=True, capture_interval__gt=0, broker__enabled=True).exclude(
+        next_capture_at__gt=now
+    )
+    with transaction.atomic():
+        for dlq in due.select_for_update(skip_locked=True, of=("self",)):
+            claimed = DeadLetterQueue.objects.filter(pk=dlq.pk, next_capture_at=dlq.next_capture_at).update(
+                next_capture_at=now + timedelta(seconds=dlq.capture_interval)
+            )
+            if not claimed:
+                continue
+            try:
+                capture_pass = _create_pass(dlq=dlq, trigger=CaptureTrigger.SCHEDULER, actor="scheduler")
+            except InvalidInput:
+                continue  # the previous pass is still going: its own end schedules the next one
+            enqueue(capture_dlq, capture_pass.pk)
+            created.append(capture_pass)
+        if created:
+            audit_record(
+                actor="scheduler",
+                action=AuditAction.CAPTURE_SCHEDULED,
+                summary=f"scheduled capture of {', '.join(p.dlq.name for p in created)}",
+                after={"passes": [p.pk for p in created]},
+            )
+    return created
+
+
+def _note(capture_pass: CapturePass, message: str) -> None:
+    entry = {"at": timezone.now().isoformat(timespec="seconds"), "message": message[:1000]}
+    capture_pass.log = [*capture_pass.log, entry][-50:]
+    CapturePass.objects.filter(pk=capture_pass.pk).update(log=capture_pass.log)
+
+
+def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
+    """Read, commit, then remove, batch after batch, until the DLQ is empty or the cap is hit."""
+    dlq = capture_pass.dlq
+    address = dlq.as_address()
+    adapter = adapter_for(dlq.broker, timeout=10)
+    try:
+        total = 0
+        while total < max_messages:
+            batch = adapter.receive(
+                address,
+                max_messages=min(dlq.capture_batch_size, max_messages - total),
+                wait_seconds=settings.RECOVERY_CAPTURE_WAIT_SECONDS,
+            )
+            if not batch:
+                break
+            total += len(batch)
+            with transaction.atomic():
+                stored = dead_letters_upsert(dlq=dlq, pass_id=capture_pass.pk, messages=batch)
+                CapturePass.objects.filter(pk=capture_pass.pk).update(
+                    received=F("received") + stored.received,
+                    captured=F("captured") + stored.captured,
+                    duplicates=F("duplicates") + stored.duplicates,
+                    oversize=F("oversize") + stored.oversize,
+                    heartbeat_at=timezone.now(),
+                )
+            fault_point("capture.after_commit")  # rows committed, nothing removed yet
+            if stored.removable:
+                adapter.remove(address, stored.removable)
+                CapturePass.objects.filter(pk=capture_pass.pk).update(removed=F("removed") + len(stored.removable))
+    finally:
+        adapter.close()
+
+
+def capture_pass_run(*, pass_id: int, max_messages: int | None = None) -> CapturePass | None:
+    """Run a queued pass (the capture job). Claimed with a conditional UPDATE; returns None when
+    another worker has it. Never raises for broker trouble: the pass records it."""
+    claimed = CapturePass.objects.filter(pk=pass_id, state=CapturePassState.QUEUED).update(
+        state=CapturePassState.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    capture_pass = CapturePass.objects.select_related("dlq__broker").get(pk=pass_id)
+    limit = max_messages or settings.RECOVERY_CAPTURE_MAX_PER_PASS
+    attempts, error = 0, ""
+    while True:
+        attempts += 1
+        CapturePass.objects.filter(pk=pass_id).update(attempts=attempts)
+        try:
+            _capture_batches(capture_pass, limit)
+            error = ""
+            break
+        except BrokerError as exc:
+            error = str(exc)
+            if exc.permanent or attempts >= settings.RECOVERY_CAPTURE_RETRY_ATTEMPTS:
+                _note(capture_pass, f"attempt {attempts} failed, giving up: {error}")
+                break
+            delay = settings.RECOVERY_CAPTURE_RETRY_BASE_MS * 2 ** (attempts - 1) / 1000
+            _note(capture_pass, f"attempt {attempts} failed, retrying in {delay:g} s: {error}")
+            time.sleep(delay)
+    return _finish(capture_pass, error)
+
+
+def _finish(capture_pass: CapturePass, error: str) -> CapturePass:
+    dlq = capture_pass.dlq
+    now = timezone.now()
+    with transaction.atomic():
+        locked = DeadLetterQueue.objects.select_for_update().get(pk=dlq.pk)
+        if error:
+            failures = locked.consecutive_failures + 1
+            backoff = min(
+                max(locked.capture_interval, 30) * 2 ** min(failures - 1, 16), settings.RECOVERY_CAPTURE_MAX_BACKOFF
+            )
+            DeadLetterQueue.objects.filter(pk=dlq.pk).update(
+                consecutive_failures=failures, next_capture_at=now + timedelta(seconds=backoff)
+            )
+        elif locked.consecutive_failures:
+            DeadLetterQueue.objects.filter(pk=dlq.pk).update(consecutive_failures=0)
+        CapturePass.objects.filter(pk=capture_pass.pk).update(
+            state=CapturePassState.FAILED if error else CapturePassState.SUCCEEDED,
+            finished_at=now,
+            heartbeat_at=now,
+            error=error,
+        )
+        capture_pass.refresh_from_db()
+        outcome = "failed" if error else "finished"
+        audit_record(
+            actor="capture",
+            action=AuditAction.CAPTURE_FINISHED,
+            obj=capture_pass,
+            summary=(
+                f"capture of {dlq.name} {outcome}: {capture_pass.captured} captured, "
+                f"{capture_pass.duplicates} already known, {capture_pass.oversize} oversize, "
+                f"{capture_pass.removed} removed from the broker"
+            )[:500],
+            after={
+                "state": capture_pass.state,
+                "received": capture_pass.received,
+                "captured": capture_pass.captured,
+                "duplicates": capture_pass.duplicates,
+                "oversize": capture_pass.oversize,
+                "removed": capture_pass.removed,
+                "attempts": capture_pass.attempts,
+                "error": error[:1000],
+            },
+        )
+    return capture_pass
