@@ -2,8 +2,12 @@
 
 How the adapter Protocol maps onto Kafka:
 
-- ``receive`` reads with a consumer group (``DlqAddress.group``); one consumer per (topic, group)
-  is kept for the adapter's life so the group is joined once, not per batch.
+- ``receive`` reads every partition of the topic by direct assignment, from the offsets committed
+  for ``DlqAddress.group``: the group stores positions but the console never joins it. Capture
+  passes of one DLQ never run at once, so there is nothing to coordinate, and reading starts at
+  once: no join wait, no rebalance, and no group left stuck by a reader that died (Tansu keeps
+  a dead member as the group's leader for good). One consumer per (topic, group) is kept for
+  the adapter's life.
 - ``remove`` commits past the removed messages, synchronously; ``release`` seeks back so the same
   consumer reads them again; ``close`` leaves the group without committing, so whatever was
   received and not removed is read again by the next reader of the group (invariant 1).
@@ -72,9 +76,6 @@ _PERMANENT_CODES = {
     KafkaError.SASL_AUTHENTICATION_FAILED,
 }
 
-# Tansu holds a group join for about half the session timeout, and a reader that crashed holds its
-# group until its session expires: keep it short. Kafka's minimum is 6 s.
-_SESSION_TIMEOUT_S = 6.0
 
 _TIMESTAMP_TYPES = {TIMESTAMP_CREATE_TIME: "create_time", TIMESTAMP_LOG_APPEND_TIME: "log_append_time"}
 
@@ -96,18 +97,6 @@ class _Reader:
     consumer: Any
     outstanding: dict[int, set[int]] = field(default_factory=dict)
     removed_upto: dict[int, int] = field(default_factory=dict)
-    assigned: bool = False
-
-    def assign(self, _consumer: Any, _partitions: list[Any]) -> None:
-        """The group answered (possibly with no partitions, when other members hold them all)."""
-        self.assigned = True
-
-    def forget(self, _consumer: Any, partitions: list[Any]) -> None:
-        """A revoked partition restarts from its committed offset wherever it goes next."""
-        self.assigned = False
-        for tp in partitions:
-            self.outstanding.pop(tp.partition, None)
-            self.removed_upto.pop(tp.partition, None)
 
 
 class KafkaAdapter:
@@ -165,25 +154,17 @@ class KafkaAdapter:
     # -- reading -------------------------------------------------------------------------------
 
     def receive(self, address: DlqAddress, *, max_messages: int, wait_seconds: float) -> list[ReceivedMessage]:
-        """Up to ``max_messages`` messages of the topic past the group's position, waiting at most
-        ``wait_seconds`` for the first. Nothing is committed here: a message leaves the DLQ only
-        through ``remove`` (invariant 1).
-
-        The wait starts once the group has given this consumer its partitions: joining takes a
-        few seconds (half the session timeout on Tansu, the initial rebalance delay on Kafka), and
-        a session longer when a crashed reader of the group must expire first; it must not make a
-        full DLQ look empty. A join that takes more than ``timeout`` + the session timeout +
-        ``wait_seconds`` raises BrokerError, not an empty list."""
+        """Up to ``max_messages`` messages of the topic past the group's committed position,
+        waiting at most ``wait_seconds`` for the first. Nothing is committed here: a message leaves
+        the DLQ only through ``remove`` (invariant 1). An outage raises BrokerError rather than
+        looking like an empty DLQ."""
         if max_messages < 1:
             return []
         reader = self._reader(address)
-        now = time.monotonic()
-        join_budget = self.timeout + _SESSION_TIMEOUT_S + max(0.0, wait_seconds)
-        join_deadline = now + join_budget
-        deadline = now + max(0.0, wait_seconds) if reader.assigned else None
+        deadline = time.monotonic() + max(0.0, wait_seconds)
         batch: list[ReceivedMessage] = []
         while len(batch) < max_messages:
-            remaining = max(0.0, (join_deadline if deadline is None else deadline) - time.monotonic())
+            remaining = max(0.0, deadline - time.monotonic())
             # Wait in short slices for the first message; once some arrived, take only what is
             # already fetched, so a half-full batch is not held back for the whole wait.
             polled = self._poll(reader, address, batch, max_messages, 0.0 if batch else min(remaining, 0.25))
@@ -193,14 +174,7 @@ class KafkaAdapter:
                 continue
             if self._alarm is not None:
                 self._check_alarm(reader, address)
-            if deadline is None and reader.assigned:
-                deadline = time.monotonic() + max(0.0, wait_seconds)
-            elif remaining <= 0:
-                if deadline is None:
-                    raise BrokerError(
-                        f"group {address.group} was given no partitions of {address.name} within "
-                        f"{join_budget:g} s (the group is rebalancing?)"
-                    )
+            if remaining <= 0:
                 break
         for message in batch:
             _topic, partition, offset = message.receipt
@@ -416,16 +390,19 @@ class KafkaAdapter:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
-                "session.timeout.ms": int(_SESSION_TIMEOUT_S * 1000),
             }
         )
-        try:
-            self._topic_partitions(consumer, address.name)
-        except BrokerError:
-            consumer.close()
-            raise
         reader = _Reader(consumer=consumer)
-        consumer.subscribe([address.name], on_assign=reader.assign, on_revoke=reader.forget, on_lost=reader.forget)
+        try:
+            partitions = self._topic_partitions(consumer, address.name)
+            # No offset given: each partition starts at the group's committed offset, or at the
+            # earliest one when the group has none (auto.offset.reset).
+            consumer.assign([TopicPartition(address.name, p) for p in partitions])
+        except (BrokerError, KafkaException) as exc:
+            consumer.close()
+            if isinstance(exc, BrokerError):
+                raise
+            raise _broker_error(f"cannot read {address.name}", exc.args[0]) from None
         self._readers[key] = reader
         return reader
 
