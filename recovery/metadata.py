@@ -576,6 +576,26 @@ _DETECTORS: tuple[tuple[str, _Detector], ...] = (
 )
 _BROKER_DETECTORS = ("x-death", "broker")
 
+
+def _has_prefix(*prefixes: str) -> Callable[[tuple[str, ...], _Input], bool]:
+    return lambda names, _inp: any(name.startswith(prefixes) for name in names)
+
+
+def _may_be_celery(names: tuple[str, ...], inp: _Input) -> bool:
+    body = inp.body if isinstance(inp.body, bytes | bytearray) else b""
+    return "task" in names or body[:3] in (b"eyJ",) or body[:1] == b"{"
+
+
+# A framework's detector runs only when a header of its family (or, for Celery, a JSON body) is
+# there: capture normalises every message, and most carry none of these.
+_GATES: dict[str, Callable[[tuple[str, ...], _Input], bool]] = {
+    "spring-kafka": _has_prefix("kafka_"),
+    "kafka-connect": _has_prefix("__connect.errors."),
+    "masstransit": _has_prefix("mt-"),
+    "nservicebus": _has_prefix("nservicebus."),
+    "celery": _may_be_celery,
+}
+
 _MAPPING_READERS: dict[str, Callable[[Any], Any]] = {
     **{name: (lambda value, limit=limit: _text(value, limit)) for name, limit in _TEXT_LIMITS.items()},
     "attempt_count": _attempts,
@@ -627,7 +647,11 @@ def _normalise(
         dlq_sources=tuple(dlq_sources) if isinstance(dlq_sources, list | tuple) else (),
     )
     found: list[tuple[str, _Found]] = []
+    names = tuple(k.lower() for k in inp.headers.raw if isinstance(k, str))
     for name, detect in _DETECTORS:
+        gate = _GATES.get(name)
+        if gate is not None and not gate(names, inp):
+            continue
         try:
             found.append((name, detect(inp)))
         except Exception:  # invariant 10: one hostile header never costs the other sources

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from recovery.audit.services import audit_record
 from recovery.brokers.registry import adapter_for
-from recovery.capture.store import dead_letters_upsert
+from recovery.capture.store import dead_letters_mark_removed, dead_letters_upsert
 from recovery.errors import BrokerError, InvalidInput
 from recovery.faults import fault_point
 from recovery.models import AuditAction, CapturePass, CapturePassState, CaptureTrigger, DeadLetterQueue
@@ -139,6 +139,7 @@ def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
             fault_point("capture.after_commit")  # rows committed, nothing removed yet
             if stored.removable:
                 adapter.remove(address, stored.removable)
+                dead_letters_mark_removed(stored.removable_rows)
                 CapturePass.objects.filter(pk=capture_pass.pk).update(removed=F("removed") + len(stored.removable))
     finally:
         adapter.close()
@@ -170,6 +171,11 @@ def capture_pass_run(*, pass_id: int, max_messages: int | None = None) -> Captur
             delay = settings.RECOVERY_CAPTURE_RETRY_BASE_MS * 2 ** (attempts - 1) / 1000
             _note(capture_pass, f"attempt {attempts} failed, retrying in {delay:g} s: {error}")
             time.sleep(delay)
+        except Exception as exc:
+            # A bug or a database failure: record it on the pass (no pass is left 'running'),
+            # then let the job system see the exception too.
+            _finish(capture_pass, f"internal error: {type(exc).__name__}: {exc}"[:2000])
+            raise
     return _finish(capture_pass, error)
 
 

@@ -90,6 +90,9 @@ class DeadLetter(models.Model):
     captured_at = models.DateTimeField()
     state = models.CharField(max_length=16, choices=DeadLetterState.choices, default=DeadLetterState.CAPTURED)
     times_seen = models.PositiveIntegerField(default=1)
+    removed_at = models.DateTimeField(
+        null=True, blank=True, help_text="when the broker confirmed its removal (delete/ack/commit); empty: still there"
+    )
     origin = models.CharField(max_length=500, blank=True)
     reason = models.CharField(max_length=200, blank=True)
     error_class = models.CharField(max_length=300, blank=True)

@@ -88,7 +88,9 @@ def test_depth_counts_the_messages_waiting(harness) -> None:
         adapter.close()
 
 
-def test_storing_the_same_messages_twice_yields_one_row_each(harness) -> None:
+def test_a_redelivered_message_is_recognised_and_yields_no_second_row(harness) -> None:
+    """Capture idempotency: messages received, committed and given back unremoved (what a
+    crash does) come back from the broker and are recognised, one row each."""
     dlq = harness.make_dlq()
     harness.fill(dlq, _messages(harness, 5))
     adapter = adapter_for(harness.broker, timeout=10)
@@ -97,14 +99,26 @@ def test_storing_the_same_messages_twice_yields_one_row_each(harness) -> None:
         assert len(batch) == 5
         with transaction.atomic():
             first = dead_letters_upsert(dlq=dlq, pass_id=None, messages=batch)
+        adapter.release(dlq.as_address(), batch)
+        again = adapter.receive(dlq.as_address(), max_messages=5, wait_seconds=10)
         with transaction.atomic():
-            second = dead_letters_upsert(dlq=dlq, pass_id=None, messages=batch)
+            second = dead_letters_upsert(dlq=dlq, pass_id=None, messages=again)
     finally:
         adapter.close()
     assert (first.captured, first.duplicates) == (5, 0)
     assert (second.captured, second.duplicates) == (0, 5)
     assert DeadLetter.objects.filter(dlq=dlq).count() == 5
     assert set(DeadLetter.objects.filter(dlq=dlq).values_list("times_seen", flat=True)) == {2}
+
+
+def test_identical_messages_are_distinct_letters(harness) -> None:
+    """Two byte-identical dead letters are two messages (the same event published twice): both
+    are captured, neither is mistaken for a redelivery of the other."""
+    dlq = harness.make_dlq()
+    harness.fill(dlq, [(b'{"same": true}', {"x-exception-class": "E"})] * 3)
+    done = _capture(dlq)
+    assert (done.captured, done.duplicates, done.removed) == (3, 0, 3), done.error
+    assert DeadLetter.objects.filter(dlq=dlq).count() == 3
 
 
 def test_a_capture_pass_drains_the_dlq_and_normalises_the_failure(harness) -> None:
@@ -154,6 +168,7 @@ def test_capture_before_remove_survives_sigkill_between_commit_and_remove(harnes
     assert sorted(int(h["x-seq"] if not isinstance(h["x-seq"], dict) else h["x-seq"]["StringValue"])
                   for h in letters.values_list("headers", flat=True)) == list(range(12))  # fmt: skip
     assert letters.filter(times_seen=2).count() == 5, "the crashed batch was redelivered and recognised"
+    assert not letters.filter(removed_at__isnull=True).exists(), "every row marked removed from the broker"
     assert CapturePass.objects.get(dlq=dlq, trigger=CaptureTrigger.CLI, state=CapturePassState.FAILED).error
     adapter = adapter_for(harness.broker, timeout=10)
     try:
