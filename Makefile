@@ -1,7 +1,9 @@
 # The README's two commands: `make run` and `make test`. Both install what is missing and start
 # the local real services first (scripts/bootstrap.sh, scripts/services.sh).
 BENCH_AUDIT_EVENTS ?= 1000000
-export BENCH_AUDIT_EVENTS
+BENCH_CAPTURE_MESSAGES ?= 20000
+BENCH_CAPTURE_RSS_MESSAGES ?= 100000
+export BENCH_AUDIT_EVENTS BENCH_CAPTURE_MESSAGES BENCH_CAPTURE_RSS_MESSAGES
 
 .PHONY: run test bench services-up services-down services-status bootstrap lint format
 
