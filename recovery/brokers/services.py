@@ -83,47 +83,48 @@ def _snapshot(obj: object, fields: tuple[str, ...]) -> dict[str, object]:
 def broker_save(*, actor: object, broker: Broker | None = None, data: dict[str, object]) -> Broker:
     """Create a broker (``broker`` None) or change one; admins only. Validates like the form
     (credentials only as a reference, invariant 9) and audits before/after."""
-    ensure_can(actor, Capability.MANAGE)
-    with transaction.atomic():
-        before = _snapshot(broker, BROKER_FIELDS) if broker else None
-        target = broker or Broker()
-        for field in BROKER_FIELDS:
-            if field in data:
-                setattr(target, field, data[field])
-        _validate(target)
-        target.save()
-        audit_record(
-            actor=actor,
-            action=AuditAction.BROKER_UPDATED if broker else AuditAction.BROKER_CREATED,
-            obj=target,
-            summary=f"broker {target.name} {'changed' if broker else 'added'}",
-            before=before,
-            after=_snapshot(target, BROKER_FIELDS),
-        )
-    return target
+    return _save_audited(
+        actor=actor, existing=broker, new=Broker, fields=BROKER_FIELDS, data=data, label="broker",
+        actions=(AuditAction.BROKER_CREATED, AuditAction.BROKER_UPDATED),
+    )  # fmt: skip
 
 
 def dlq_save(*, actor: object, dlq: DeadLetterQueue | None = None, data: dict[str, object]) -> DeadLetterQueue:
     """Create or change a dead-letter queue; admins only; audited with before/after."""
+
+    def prepare(target: DeadLetterQueue) -> None:
+        if target.broker_id and not data.get("capture_mode") and dlq is None:
+            target.capture_mode = target.default_capture_mode()
+
+    return _save_audited(
+        actor=actor, existing=dlq, new=DeadLetterQueue, fields=DLQ_FIELDS, data=data, label="dead-letter queue",
+        actions=(AuditAction.DLQ_CREATED, AuditAction.DLQ_UPDATED), prepare=prepare, check=_check_dlq,
+    )  # fmt: skip
+
+
+def _save_audited(*, actor, existing, new, fields, data, label, actions, prepare=None, check=None):  # noqa: ANN001, ANN202
+    """Apply ``data`` to ``existing`` (or a new ``new()``), validate, save and audit, in one
+    transaction; admins only."""
     ensure_can(actor, Capability.MANAGE)
     with transaction.atomic():
-        before = _snapshot(dlq, DLQ_FIELDS) if dlq else None
-        target = dlq or DeadLetterQueue()
-        for field in DLQ_FIELDS:
+        before = _snapshot(existing, fields) if existing else None
+        target = existing or new()
+        for field in fields:
             if field in data:
                 setattr(target, field, data[field])
-        if target.broker_id and not data.get("capture_mode") and not dlq:
-            target.capture_mode = target.default_capture_mode()
+        if prepare:
+            prepare(target)
         _validate(target)
-        _check_dlq(target)
+        if check:
+            check(target)
         target.save()
         audit_record(
             actor=actor,
-            action=AuditAction.DLQ_UPDATED if dlq else AuditAction.DLQ_CREATED,
+            action=actions[1] if existing else actions[0],
             obj=target,
-            summary=f"dead-letter queue {target.name} {'changed' if dlq else 'added'}",
+            summary=f"{label} {target.name} {'changed' if existing else 'added'}",
             before=before,
-            after=_snapshot(target, DLQ_FIELDS),
+            after=_snapshot(target, fields),
         )
     return target
 
