@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -210,7 +211,8 @@ def _capture(env: dict[str, str], broker, name: str, count: int, tag: str) -> tu
 def main(count: int, rss_count: int) -> list[str]:
     lines: list[str] = []
     with bench_database() as env:
-        run_measured(["seed_demo", "--credentials-file", "/dev/null"], env)  # the local-* brokers
+        with tempfile.TemporaryDirectory() as tmp:  # the local-* brokers (and throwaway demo users)
+            run_measured(["seed_demo", "--credentials-file", f"{tmp}/credentials"], env)
         for broker in (Rabbit(), Kafka(), Sqs()):
             name = broker.create()
             try:

@@ -61,3 +61,11 @@ def test_local_brokers_are_configured_by_reference(tmp_path: Path) -> None:
     for broker in brokers.values():
         stored = f"{broker.endpoint} {broker.options} {broker.credentials_ref}"
         assert "guest:guest" not in stored and "test:test" not in stored
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_credentials_file_that_is_not_a_regular_file(tmp_path: Path) -> None:
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="not a regular file"):
+        seed(tmp_path)  # a directory; /dev/null would be chmod-ed and break the machine

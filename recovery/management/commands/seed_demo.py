@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.utils.text import slugify
 
 from recovery.accounts.services import demo_users_ensure
@@ -37,9 +37,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        path = Path(options["credentials_file"])
+        if path.exists() and not path.is_file():
+            raise CommandError(f"--credentials-file {path} is not a regular file")
         users = demo_users_ensure()
         brokers = local_brokers_configure()
-        path = Path(options["credentials_file"])
         new = {name: pw for name, pw in users.items() if pw}
         if new:
             path.parent.mkdir(parents=True, exist_ok=True)
