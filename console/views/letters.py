@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from recovery.audit.selectors import audit_timeline
-from recovery.brokers.registry import adapter_for
+from recovery.brokers.registry import broker_session
 from recovery.capture.selectors import body_preview, dlq_list, recent_letters, recent_passes
 from recovery.capture.services import capture_pass_request
 from recovery.errors import RecoveryError
@@ -45,11 +45,8 @@ def dlq_depth(request: HttpRequest, dlq_id: int) -> HttpResponse:
     """Broker-side depth of one DLQ, loaded lazily (HTMX) so a slow broker never blocks the page."""
     dlq = get_object_or_404(DeadLetterQueue.objects.select_related("broker"), pk=dlq_id)
     try:
-        adapter = adapter_for(dlq.broker, timeout=settings.RECOVERY_HEALTH_TIMEOUT)
-        try:
+        with broker_session(dlq.broker, timeout=settings.RECOVERY_HEALTH_TIMEOUT) as adapter:
             depth: int | None = adapter.depth(dlq.as_address())
-        finally:
-            adapter.close()
         error = ""
     except RecoveryError as exc:
         depth, error = None, str(exc)

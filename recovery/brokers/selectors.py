@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from recovery.brokers.base import Candidate
-from recovery.brokers.registry import adapter_for
+from recovery.brokers.registry import broker_session
 from recovery.errors import RecoveryError
 from recovery.models import Broker
 
@@ -24,11 +24,8 @@ class ConnectionCheck:
 def broker_connection_check(broker: Broker) -> ConnectionCheck:
     """'Test connection': one ping through the broker's adapter, as the health page does."""
     try:
-        adapter = adapter_for(broker, timeout=settings.RECOVERY_HEALTH_TIMEOUT)
-        try:
+        with broker_session(broker, timeout=settings.RECOVERY_HEALTH_TIMEOUT) as adapter:
             ping = adapter.ping()
-        finally:
-            adapter.close()
     except RecoveryError as exc:
         return ConnectionCheck(False, str(exc))
     return ConnectionCheck(True, f"{ping.detail} ({ping.latency_ms:.1f} ms)")
@@ -36,8 +33,5 @@ def broker_connection_check(broker: Broker) -> ConnectionCheck:
 
 def broker_candidates(broker: Broker) -> list[Candidate]:
     """Queues/topics on the broker that look like DLQs, for 'Discover' (raises BrokerError)."""
-    adapter = adapter_for(broker, timeout=settings.RECOVERY_HEALTH_TIMEOUT * 3)
-    try:
+    with broker_session(broker, timeout=settings.RECOVERY_HEALTH_TIMEOUT * 3) as adapter:
         return adapter.list_candidates()
-    finally:
-        adapter.close()

@@ -19,7 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from recovery.audit.services import audit_record
-from recovery.brokers.registry import adapter_for
+from recovery.brokers.registry import broker_session
 from recovery.capture.store import dead_letters_mark_removed, dead_letters_upsert
 from recovery.errors import BrokerError, InvalidInput
 from recovery.faults import fault_point
@@ -115,8 +115,7 @@ def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
     """Read, commit, then remove, batch after batch, until the DLQ is empty or the cap is hit."""
     dlq = capture_pass.dlq
     address = dlq.as_address()
-    adapter = adapter_for(dlq.broker, timeout=10)
-    try:
+    with broker_session(dlq.broker, timeout=10) as adapter:
         total = 0
         while total < max_messages:
             batch = adapter.receive(
@@ -141,8 +140,6 @@ def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
                 adapter.remove(address, stored.removable)
                 dead_letters_mark_removed(stored.removable_rows)
                 CapturePass.objects.filter(pk=capture_pass.pk).update(removed=F("removed") + len(stored.removable))
-    finally:
-        adapter.close()
 
 
 def capture_pass_run(*, pass_id: int, max_messages: int | None = None) -> CapturePass | None:

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from recovery.brokers.registry import adapter_for
+from recovery.brokers.registry import broker_session
 from recovery.errors import RecoveryError
 from recovery.models import Broker, WorkerHeartbeat
 
@@ -123,12 +123,9 @@ def _probe_heartbeat() -> str:
 
 def _probe_broker(broker: Broker) -> Callable[[], ProbeResult]:
     def probe() -> ProbeResult:
-        adapter = adapter_for(broker, timeout=settings.RECOVERY_HEALTH_TIMEOUT)
-        try:
+        with broker_session(broker, timeout=settings.RECOVERY_HEALTH_TIMEOUT) as adapter:
             ping = adapter.ping()
-            return ping.detail, ping.latency_ms
-        finally:
-            adapter.close()
+        return ping.detail, ping.latency_ms
 
     return probe
 
