@@ -35,7 +35,7 @@ COLUMNS = (
 
 UPSERT = (
     f"INSERT INTO recovery_deadletter ({', '.join(c for c, _ in COLUMNS)}) "  # noqa: S608 - constant text
-    f"SELECT * FROM unnest({', '.join(f'%s::{t}[]' for _, t in COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for _, t in COLUMNS)}) "
     "ON CONFLICT (dlq_id, identity) DO UPDATE SET times_seen = recovery_deadletter.times_seen + EXCLUDED.times_seen "
     "RETURNING id, identity, (xmax = 0) AS inserted"
 )
@@ -95,10 +95,10 @@ def dead_letters_upsert(*, dlq: DeadLetterQueue, pass_id: int | None, messages: 
     rows = [_row(dlq, pass_id, identity, group[0], len(group), now) for identity, group in grouped.items()]
     columns = [list(values) for values in zip(*rows, strict=True)]
     connection.ensure_connection()
-    # A plain psycopg cursor binds on the server and sends the arrays in binary: Django's
+    # A plain psycopg cursor binds on the server and %b sends the arrays in binary: Django's
     # client-side binding would quote every body into the SQL text.
     with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(UPSERT, columns, binary=True)
+        cursor.execute(UPSERT, columns)
         returned = {identity: (row_id, inserted) for row_id, identity, inserted in cursor.fetchall()}
     keep_oversize = dlq.capture_mode == CaptureMode.DRAIN
     for identity, group in grouped.items():
