@@ -107,6 +107,7 @@ class RabbitMqAdapter:
         self._consumers: dict[tuple[str, str], _Consumer] = {}
         self._publishers: dict[str, _Publisher] = {}
         self._control_channels: dict[str, BlockingChannel] = {}
+        self._default_vhost: str | None = None
 
     # -- connections -------------------------------------------------------------------------
 
@@ -149,8 +150,12 @@ class RabbitMqAdapter:
         return Ping(latency_ms=elapsed[0], detail=f"RabbitMQ {version}".strip())
 
     def default_vhost(self) -> str:
-        """The vhost of the broker's URL: used when an address or target names none."""
-        return self.connection_parameters().virtual_host or "/"
+        """The vhost of the broker's URL: used when an address or target names none. Worked out
+        once per adapter: every receive, remove and publish asks, and resolving the parameters
+        reads the credentials (an environment lookup or a secret file)."""
+        if self._default_vhost is None:
+            self._default_vhost = self.connection_parameters().virtual_host or "/"
+        return self._default_vhost
 
     def _connection(self, vhost: str) -> BlockingConnection:
         """The held connection for ``vhost``, checked for life (a poll also answers heartbeats)

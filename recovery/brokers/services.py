@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Model
 
 from recovery.audit.services import audit_record
 from recovery.errors import InvalidInput
@@ -102,7 +105,18 @@ def dlq_save(*, actor: object, dlq: DeadLetterQueue | None = None, data: dict[st
     )  # fmt: skip
 
 
-def _save_audited(*, actor, existing, new, fields, data, label, actions, prepare=None, check=None):  # noqa: ANN001, ANN202
+def _save_audited(
+    *,
+    actor: object,
+    existing: Model | None,
+    new: type[Model],
+    fields: tuple[str, ...],
+    data: dict[str, object],
+    label: str,
+    actions: tuple[AuditAction, AuditAction],
+    prepare: Callable[[Any], None] | None = None,
+    check: Callable[[Any], None] | None = None,
+) -> Any:
     """Apply ``data`` to ``existing`` (or a new ``new()``), validate, save and audit, in one
     transaction; admins only."""
     ensure_can(actor, Capability.MANAGE)
