@@ -34,6 +34,7 @@ class Capability(models.TextChoices):
     RUN = "run", "Start, pause, resume and abort approved runs"
     APPROVE = "approve", "Approve or reject replay plans"
     MANAGE = "manage", "Manage brokers, rules, users and settings"
+    UNMASK = "unmask", "See masked fields in clear"
 
 
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
@@ -44,6 +45,10 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.APPROVER: frozenset({Capability.VIEW, Capability.APPROVE}),
     Role.ADMIN: frozenset({Capability.VIEW, Capability.MANAGE}),
 }
+
+# Grants held on top of a role, each a group of this name. Masks hold for everyone without the
+# unmask grant, admins included: seeing personal data in clear is a separate decision.
+UNMASK_GROUP = "unmask"
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -60,19 +65,31 @@ def user_roles(user: Any) -> frozenset[Role]:
     """The roles a user holds (empty for anonymous or inactive users); cached on the user object."""
     if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
         return frozenset()
-    cached = getattr(user, "_recovery_roles", None)
-    if cached is None:
-        names = set(user.groups.values_list("name", flat=True))
-        cached = frozenset(role for role in Role if role.value in names)
-        user._recovery_roles = cached
-    return cached
+    names = _group_names(user)
+    return frozenset(role for role in Role if role.value in names)
 
 
 def user_capabilities(user: Any) -> frozenset[Capability]:
     caps: set[Capability] = set()
     for role in user_roles(user):
         caps |= ROLE_CAPABILITIES[role]
+    if caps and UNMASK_GROUP in _group_names(user):
+        caps.add(Capability.UNMASK)
     return frozenset(caps)
+
+
+def user_unmasked(user: Any) -> bool:
+    """Whether this user sees masked fields in clear (the unmask grant)."""
+    return user_can(user, Capability.UNMASK)
+
+
+def _group_names(user: Any) -> frozenset[str]:
+    """The user's group names, read once per user object (per request)."""
+    cached = getattr(user, "_recovery_groups", None)
+    if cached is None:
+        cached = frozenset(user.groups.values_list("name", flat=True))
+        user._recovery_groups = cached
+    return cached
 
 
 def user_can(user: Any, capability: Capability) -> bool:

@@ -40,8 +40,8 @@ def user_roles_set(*, actor: Any, user: Any, roles: Iterable[str]) -> frozenset[
             before={"roles": before},
             after={"roles": after},
         )
-    if hasattr(user, "_recovery_roles"):
-        del user._recovery_roles
+    if hasattr(user, "_recovery_groups"):
+        del user._recovery_groups
     return wanted
 
 

@@ -8,6 +8,20 @@ from recovery.models.audit import (
     VerificationState,
 )
 from recovery.models.brokers import Broker, BrokerKind
+from recovery.models.classification import (
+    Category,
+    ClassificationRule,
+    ClassificationSource,
+    Disposition,
+    FingerprintGroup,
+    Runbook,
+    TriageAction,
+    TriageActionItem,
+    TriageActionKind,
+    TriageJob,
+    TriageJobKind,
+    TriageJobState,
+)
 from recovery.models.health import WorkerHeartbeat
 from recovery.models.letters import (
     CaptureMode,
@@ -18,6 +32,7 @@ from recovery.models.letters import (
     DeadLetterQueue,
     DeadLetterState,
 )
+from recovery.models.plans import PlanState, ReplayPlan
 
 __all__ = [
     "AuditAction",
@@ -30,9 +45,23 @@ __all__ = [
     "CapturePass",
     "CapturePassState",
     "CaptureTrigger",
+    "Category",
+    "ClassificationRule",
+    "ClassificationSource",
     "DeadLetter",
     "DeadLetterQueue",
     "DeadLetterState",
+    "Disposition",
+    "FingerprintGroup",
+    "PlanState",
+    "ReplayPlan",
+    "Runbook",
+    "TriageAction",
+    "TriageActionItem",
+    "TriageActionKind",
+    "TriageJob",
+    "TriageJobKind",
+    "TriageJobState",
     "VerificationState",
     "WorkerHeartbeat",
 ]

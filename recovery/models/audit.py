@@ -21,6 +21,20 @@ class AuditAction(models.TextChoices):
     AUDIT_EXPORTED = "audit.exported", "Audit trail exported"
     AUDIT_VERIFY_REQUESTED = "audit.verify_requested", "Chain verification requested"
     AUDIT_VERIFIED = "audit.verified", "Chain verification finished"
+    RULE_CREATED = "rule.created", "Classification rule added"
+    RULE_UPDATED = "rule.updated", "Classification rule changed"
+    RULE_DELETED = "rule.deleted", "Classification rule deleted"
+    RULES_REORDERED = "rule.reordered", "Classification rules reordered"
+    RULES_SEEDED = "rule.seeded", "Default rule set installed"
+    RECLASSIFY_REQUESTED = "classify.requested", "Re-classification requested"
+    RECLASSIFY_FINISHED = "classify.finished", "Re-classification finished"
+    LETTERS_TRIAGED = "letters.triaged", "Letters triaged"
+    LETTER_BODY_DOWNLOADED = "letter.body_downloaded", "Letter body downloaded"
+    RUNBOOK_CREATED = "runbook.created", "Runbook added"
+    RUNBOOK_UPDATED = "runbook.updated", "Runbook changed"
+    RUNBOOK_ATTACHED = "runbook.attached", "Runbook attached"
+    DLQ_MASKS_UPDATED = "dlq.masks_updated", "Masks changed"
+    PLAN_CREATED = "plan.created", "Replay plan drafted"
 
 
 class AuditEvent(models.Model):

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 
 from recovery.brokers.base import DlqAddress
 from recovery.models.brokers import Broker, BrokerKind
+from recovery.models.classification import Category, ClassificationSource, Disposition
 
 
 class CaptureMode(models.TextChoices):
@@ -40,6 +42,20 @@ class DeadLetterQueue(models.Model):
     header_mapping = models.JSONField(
         default=dict, blank=True, help_text='application error headers, e.g. {"error_class": "x-exception-class"}'
     )
+    retention_seconds = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="how long the broker keeps a message (SQS MessageRetentionPeriod, RabbitMQ x-message-ttl, "
+        "Kafka retention.ms), read from the broker; empty: unknown or unlimited",
+    )
+    mask_json_paths = models.JSONField(
+        default=list, blank=True, help_text='body JSON paths to mask, e.g. ["$.customer.email", "$.items[*].card"]'
+    )
+    mask_headers = models.JSONField(default=list, blank=True, help_text="header names whose values are masked")
+    mask_emails = models.BooleanField(default=True, help_text="mask e-mail addresses anywhere in bodies and headers")
+    mask_card_numbers = models.BooleanField(
+        default=True, help_text="mask card numbers (13-19 digits passing the Luhn check) in bodies and headers"
+    )
     enabled = models.BooleanField(default=True)
     next_capture_at = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
@@ -67,6 +83,7 @@ class DeadLetterQueue(models.Model):
 class DeadLetterState(models.TextChoices):
     CAPTURED = "captured", "Captured"
     OVERSIZE = "oversize", "Oversize: metadata only, message left on the broker"
+    DISCARDED = "discarded", "Discarded by an operator (kept, never replayed)"
 
 
 class DeadLetter(models.Model):
@@ -103,11 +120,48 @@ class DeadLetter(models.Model):
     last_failed_at = models.DateTimeField(null=True, blank=True)
     source_message_id = models.CharField(max_length=300, blank=True)
     failure_extras = models.JSONField(default=dict, blank=True)
+    # Classification (issue 5): set by recovery.classification after capture, by rules or by hand.
+    # db_default: the capture upsert (recovery.capture.store) names its columns and leaves these out.
+    fingerprint = models.CharField(max_length=64, blank=True, default="", db_default="")
+    category = models.CharField(
+        max_length=16, choices=Category.choices, default=Category.UNKNOWN, db_default=Category.UNKNOWN.value
+    )
+    disposition = models.CharField(
+        max_length=16, choices=Disposition.choices, default=Disposition.HOLD, db_default=Disposition.HOLD.value
+    )
+    classified_by = models.CharField(
+        max_length=16, choices=ClassificationSource.choices, blank=True, default="", db_default=""
+    )
+    rule = models.ForeignKey(
+        "recovery.ClassificationRule", null=True, blank=True, on_delete=models.SET_NULL, related_name="letters"
+    )
+    classified_at = models.DateTimeField(null=True, blank=True)
+    duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="when the broker would drop the original message (retention/TTL)"
+    )
+    search_text = models.TextField(
+        blank=True,
+        default="",
+        db_default="",
+        help_text="error class, message and the start of a text body, lower-cased: what the letters search reads",
+    )
+    discarded_at = models.DateTimeField(null=True, blank=True)
+    discard_reason = models.TextField(blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-captured_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["dlq", "identity"], name="dead_letter_once_per_identity")]
-        indexes = [models.Index(fields=["dlq", "-captured_at"], name="letter_dlq_recent_idx")]
+        indexes = [
+            models.Index(fields=["dlq", "-captured_at"], name="letter_dlq_recent_idx"),
+            models.Index(fields=["-captured_at", "-id"], name="letter_recent_idx"),
+            models.Index(fields=["fingerprint", "captured_at"], name="letter_fingerprint_idx"),
+            models.Index(fields=["category", "-captured_at"], name="letter_category_idx"),
+            models.Index(fields=["expires_at"], name="letter_expiry_idx", condition=models.Q(expires_at__isnull=False)),
+            models.Index(fields=["content_hash"], name="letter_content_hash_idx"),
+            models.Index(fields=["id"], name="letter_unclassified_idx", condition=models.Q(classified_by="")),
+            GinIndex(fields=["search_text"], name="letter_search_trgm_idx", opclasses=["gin_trgm_ops"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.dlq}:{self.identity}"
