@@ -13,7 +13,9 @@ from recovery.permissions import Capability, user_can, user_roles
 NAVIGATION: list[tuple[str, str | None, Capability]] = [
     ("Overview", "overview", Capability.VIEW),
     ("Dead letters", "dead-letters", Capability.VIEW),
-    ("Plans", None, Capability.VIEW),
+    ("Groups", "groups", Capability.VIEW),
+    ("Runbooks", "runbooks", Capability.VIEW),
+    ("Plans", "plans", Capability.VIEW),
     ("Runs", None, Capability.VIEW),
     ("Drills", None, Capability.VIEW),
     ("Audit", "audit", Capability.VIEW),

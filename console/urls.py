@@ -1,13 +1,25 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console.views import audit, brokers, health, letters, overview, settings_pages
+from console.views import audit, brokers, health, letters, overview, settings_pages, triage
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
     path("health/", health.health, name="health"),
     path("health/rows/", health.health_rows, name="health-rows"),
-    path("letters/", letters.dead_letters, name="dead-letters"),
+    path("letters/", triage.dead_letters, name="dead-letters"),
+    path("letters/total/", triage.letters_total, name="letters-total"),
+    path("letters/bulk/", triage.letters_bulk, name="letters-bulk"),
+    path("letters/jobs/<int:job_id>/", triage.triage_job, name="triage-job"),
+    path("groups/", triage.groups, name="groups"),
+    path("groups/<str:fingerprint>/", triage.group_detail, name="group-detail"),
+    path("groups/<str:fingerprint>/runbook/", triage.group_runbook, name="group-runbook"),
+    path("runbooks/", triage.runbooks, name="runbooks"),
+    path("runbooks/new/", triage.runbook_edit, name="runbook-new"),
+    path("runbooks/<int:runbook_id>/", triage.runbook_edit, name="runbook-edit"),
+    path("plans/", triage.plans, name="plans"),
+    path("plans/from-selection/", triage.plan_from_selection, name="plan-from-selection"),
+    path("plans/<int:plan_id>/", triage.plan_detail, name="plan-detail"),
     path("letters/<int:letter_id>/", letters.letter_detail, name="letter-detail"),
     path("letters/<int:letter_id>/body/", letters.letter_body, name="letter-body"),
     path("dlqs/<int:dlq_id>/", letters.dlq_detail, name="dlq-detail"),

@@ -34,6 +34,13 @@ def capture_dlq(pass_id: int) -> None:
     capture_pass_run(pass_id=pass_id)
 
 
+def triage_bulk(job_id: int) -> None:
+    """Apply a bulk triage action to a whole filter result (the job row carries the progress)."""
+    from recovery.triage.services import triage_bulk_run
+
+    triage_bulk_run(job_id=job_id)
+
+
 def audit_checkpoint() -> None:
     """Sign the audit chain's head when it moved and AUDIT_CHECKPOINT_INTERVAL has passed."""
     audit_checkpoint_record()

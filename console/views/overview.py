@@ -4,9 +4,25 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from recovery.brokers.selectors import broker_list
-from recovery.permissions import Capability, capability_required
+from recovery.permissions import Capability, capability_required, user_can
+from recovery.triage import selectors
 
 
 @capability_required(Capability.VIEW)
 def overview(request: HttpRequest) -> HttpResponse:
-    return render(request, "console/overview.html", {"brokers": broker_list()})
+    """Per DLQ: broker-side depth (lazy), captured letters by category and state, the oldest,
+    arrivals over 48 hours and what expires within 24 hours."""
+    hours = selectors.arrivals(hours=48)
+    return render(
+        request,
+        "console/overview.html",
+        {
+            "brokers": broker_list(),
+            "summaries": selectors.dlq_summaries(),
+            "arrivals": hours,
+            "arrivals_chart": selectors.chart_points([n for _, n in hours], width=720, height=120),
+            "arrivals_total": sum(n for _, n in hours),
+            "expiring": selectors.expiring_letters(),
+            "can_capture": user_can(request.user, Capability.CAPTURE),
+        },
+    )

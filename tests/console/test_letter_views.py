@@ -75,10 +75,12 @@ def test_an_oversize_letter_says_it_stayed_on_the_broker(client_for, dlq) -> Non
     assert "stays on the broker" in html
 
 
-def test_the_dead_letters_page_lists_dlqs_and_letters_with_their_failure(client_for, dlq) -> None:
+def test_the_overview_counts_dlqs_and_the_letters_page_shows_their_failure(client_for, dlq) -> None:
     _letter(dlq, b"{}", origin="kafka:orders", error_class="java.net.SocketTimeoutException")
-    html = client_for(Role.VIEWER).get(reverse("dead-letters")).content.decode()
+    client = client_for(Role.VIEWER)
+    html = client.get(reverse("overview")).content.decode()
     assert 'data-dlq="orders-dlt"' in html and 'data-count="1"' in html
+    html = client.get(reverse("dead-letters")).content.decode()
     assert "java.net.SocketTimeoutException" in html and "kafka:orders" in html
 
 

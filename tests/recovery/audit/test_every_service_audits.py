@@ -71,6 +71,41 @@ def _calls(make_user: Callable[..., Any]) -> dict[str, Callable[[], Any]]:
         "recovery.capture.services.capture_pass_request": lambda: capture_pass_request(actor=operator, dlq=dlq),
         "recovery.capture.services.capture_due_passes_enqueue": capture_due_passes_enqueue,
         "recovery.capture.services.capture_pass_run": capture_run,
+        **_triage_calls(operator, dlq),
+    }
+
+
+def _triage_calls(operator: Any, dlq: DeadLetterQueue) -> dict[str, Callable[[], Any]]:
+    from datetime import UTC, datetime
+
+    from recovery.models import DeadLetter, FingerprintGroup
+    from recovery.triage import services as triage
+    from recovery.triage.filters import LetterFilter
+
+    letter = DeadLetter.objects.create(
+        dlq=dlq, identity="kafka:t/0/1", body=b"{}", body_size=2, content_hash="0" * 64, captured_at=datetime.now(UTC)
+    )
+    group = FingerprintGroup.objects.create(
+        fingerprint="ab" * 32, letter_count=1, first_seen=letter.captured_at, last_seen=letter.captured_at
+    )
+
+    def bulk_run() -> Any:
+        with transaction.atomic():
+            action = triage.letters_triage(actor=operator, selection=LetterFilter(), kind="hold")
+        return lambda: triage.triage_bulk_run(job_id=action.job_id)
+
+    return {
+        "recovery.triage.services.letters_triage": lambda: triage.letters_triage(
+            actor=operator, selection=LetterFilter(ids=(letter.pk,)), kind="hold"
+        ),
+        "recovery.triage.services.triage_bulk_run": bulk_run,
+        "recovery.triage.services.plan_draft_create": lambda: triage.plan_draft_create(
+            actor=operator, selection=LetterFilter(), name="plan"
+        ),
+        "recovery.triage.services.runbook_save": lambda: triage.runbook_save(actor=operator, title="runbook"),
+        "recovery.triage.services.group_runbook_set": lambda: triage.group_runbook_set(
+            actor=operator, group=group, runbook=None
+        ),
     }
 
 
@@ -86,6 +121,11 @@ AUDITED = [
     "recovery.capture.services.capture_pass_request",
     "recovery.capture.services.capture_due_passes_enqueue",
     "recovery.capture.services.capture_pass_run",
+    "recovery.triage.services.letters_triage",
+    "recovery.triage.services.triage_bulk_run",
+    "recovery.triage.services.plan_draft_create",
+    "recovery.triage.services.runbook_save",
+    "recovery.triage.services.group_runbook_set",
 ]
 
 
@@ -116,7 +156,7 @@ def test_a_service_writes_exactly_one_event_and_none_when_rolled_back(make_user,
     settings.RECOVERY_CAPTURE_RETRY_ATTEMPTS = 1
     record_events(1)  # a non-empty chain, so verification and export have something to work on
     call = _calls(make_user)[service]
-    if service.endswith(("audit_verification_run", "capture_pass_run")):
+    if service.endswith(("audit_verification_run", "capture_pass_run", "triage_bulk_run")):
         call = call()  # its set-up (the request) writes its own event first
     before = AuditEvent.objects.count()
     with pytest.raises(RuntimeError, match="roll back"), transaction.atomic():
