@@ -35,6 +35,19 @@ class AuditAction(models.TextChoices):
     RUNBOOK_ATTACHED = "runbook.attached", "Runbook attached"
     DLQ_MASKS_UPDATED = "dlq.masks_updated", "Masks changed"
     PLAN_CREATED = "plan.created", "Replay plan drafted"
+    PLAN_UPDATED = "plan.updated", "Replay plan changed"
+    PLAN_SUBMITTED = "plan.submitted", "Replay plan submitted"
+    PLAN_APPROVED = "plan.approved", "Replay plan approved"
+    PLAN_REJECTED = "plan.rejected", "Replay plan rejected"
+    PLAN_APPROVALS_VOIDED = "plan.approvals_voided", "Approvals voided by a change"
+    PLAN_CANCELLED = "plan.cancelled", "Replay plan cancelled"
+    PRECONDITION_OVERRIDDEN = "plan.precondition_overridden", "Precondition overridden"
+    RUN_STARTED = "run.started", "Replay run started"
+    RUN_PAUSED = "run.paused", "Replay run paused"
+    RUN_RESUMED = "run.resumed", "Replay run resumed"
+    RUN_ABORTED = "run.aborted", "Replay run aborted"
+    RUN_STOPPED = "run.stopped", "Replay run stopped by a stop condition"
+    RUN_FINISHED = "run.finished", "Replay run finished"
 
 
 class AuditEvent(models.Model):

@@ -1,4 +1,9 @@
-"""Replay plans (issue 6 builds the engine; issue 5 creates drafts from a triage selection)."""
+"""Replay plans, their frozen items and approvals, runs and their ledger (issue 6).
+
+Invariants: 4 (at most one owner: ledger rows are leased with a fencing token), 7 (four eyes:
+an approval stores the plan's content hash; any change voids it), and the ledger is where a
+crashed run resumes from.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,27 @@ class ReplayPlan(models.Model):
     state = models.CharField(max_length=16, choices=PlanState.choices, default=PlanState.DRAFT)
     selection = models.JSONField(default=dict, blank=True)
     selection_summary = models.CharField(max_length=500, blank=True)
+    # Target override: empty = each letter's resolved origin (or its DLQ's default replay target).
+    target_broker = models.ForeignKey(
+        "recovery.Broker", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    target_address = models.CharField(max_length=500, blank=True, help_text="queue URL, exchange or topic")
+    target_routing_key = models.CharField(max_length=300, blank=True)
+    include_held = models.BooleanField(default=False, help_text="replay poison/hold letters too (explicit override)")
+    # Rate plan.
+    rate_per_second = models.PositiveIntegerField(default=10)
+    batch_size = models.PositiveIntegerField(default=10)
+    workers = models.PositiveIntegerField(default=1)
+    canary_count = models.PositiveIntegerField(default=0, help_text="first N messages, then a verification window")
+    canary_window_seconds = models.PositiveIntegerField(default=30)
+    ramp_steps = models.JSONField(default=list, blank=True, help_text="percentages of the rate, e.g. [10, 50, 100]")
+    ramp_interval_seconds = models.PositiveIntegerField(default=60)
+    preconditions = models.JSONField(default=list, blank=True, help_text='[{"check": name, ...params}]')
+    stop_conditions = models.JSONField(default=list, blank=True, help_text='[{"condition": name, ...params}]')
+    verifications = models.JSONField(default=list, blank=True, help_text='[{"step": name, ...params}]')
+    required_approvals = models.PositiveIntegerField(default=1)
+    content_hash = models.CharField(max_length=64, blank=True, help_text="hash of what approvers approve")
+    submitted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -34,3 +60,162 @@ class ReplayPlan(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PlanItemState(models.TextChoices):
+    INCLUDED = "included", "Included"
+    EXCLUDED = "excluded", "Excluded"
+
+
+class PlanItem(models.Model):
+    """One letter of a submitted plan (frozen on submit) with its resolved target, or the reason
+    it is excluded. ``replay_id`` is stable per plan and letter (invariant 3)."""
+
+    plan = models.ForeignKey(ReplayPlan, on_delete=models.CASCADE, related_name="items")
+    letter = models.ForeignKey("recovery.DeadLetter", on_delete=models.PROTECT, related_name="plan_items")
+    state = models.CharField(max_length=16, choices=PlanItemState.choices)
+    exclusion = models.CharField(max_length=200, blank=True)
+    target = models.JSONField(default=dict, blank=True, help_text="broker id, address, routing key")
+    replay_id = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "letter"], name="plan_item_once"),
+            models.UniqueConstraint(fields=["replay_id"], name="plan_item_replay_id_unique"),
+        ]
+        indexes = [models.Index(fields=["plan", "state", "id"], name="plan_item_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.plan_id}/{self.letter_id} {self.state}"
+
+
+class ApprovalDecision(models.TextChoices):
+    APPROVE = "approve", "Approved"
+    REJECT = "reject", "Rejected"
+
+
+class PlanApproval(models.Model):
+    """An approver's decision on one version of a plan (invariant 7): valid only while the plan's
+    content hash equals ``content_hash``; a change to the plan voids it (``voided_at``)."""
+
+    plan = models.ForeignKey(ReplayPlan, on_delete=models.CASCADE, related_name="approvals")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    decision = models.CharField(max_length=16, choices=ApprovalDecision.choices)
+    content_hash = models.CharField(max_length=64)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.decision} of plan {self.plan_id} by {self.approver_id}"
+
+
+class PreconditionOverride(models.Model):
+    """An admin's written decision to go ahead although one precondition fails (audited)."""
+
+    plan = models.ForeignKey(ReplayPlan, on_delete=models.CASCADE, related_name="overrides")
+    check_name = models.CharField(max_length=64)
+    reason = models.TextField()
+    admin = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    content_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"override of {self.check_name} on plan {self.plan_id}"
+
+
+class RunState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    VERIFYING = "verifying", "Verifying"
+    VERIFIED = "verified", "Verified"
+    VERIFICATION_FAILED = "verification_failed", "Verification failed"
+    STOPPED = "stopped", "Stopped by a stop condition"
+    ABORTED = "aborted", "Aborted"
+    FAILED = "failed", "Failed"
+
+
+RUN_ACTIVE = (RunState.PENDING, RunState.RUNNING, RunState.PAUSED, RunState.VERIFYING)
+
+
+class ReplayRun(models.Model):
+    """One execution of an approved plan. Created before anything is enqueued; owns the ledger.
+    ``control`` is what operators asked for (run/pause/abort); workers read it before each batch."""
+
+    plan = models.ForeignKey(ReplayPlan, on_delete=models.PROTECT, related_name="runs")
+    state = models.CharField(max_length=24, choices=RunState.choices, default=RunState.PENDING)
+    control = models.CharField(max_length=16, default="run")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    plan_hash = models.CharField(max_length=64)
+    trace_id = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    published = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    redeadlettered = models.PositiveIntegerField(default=0)
+    phase = models.CharField(max_length=32, blank=True, help_text="canary, canary-window, ramp-N, full, verify")
+    phase_started_at = models.DateTimeField(null=True, blank=True)
+    stop_reason = models.TextField(blank=True)
+    verification = models.JSONField(default=list, blank=True, help_text="evidence of each verification step")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state"], name="run_state_idx")]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of plan {self.plan_id} ({self.state})"
+
+
+class AttemptState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    LEASED = "leased", "Leased"
+    PUBLISHED = "published", "Published"
+    VERIFIED = "verified", "Verified"
+    REDEADLETTERED = "redeadlettered", "Came back to the DLQ"
+    FAILED = "failed", "Failed"
+
+
+class LedgerEntry(models.Model):
+    """One (run, letter) attempt (invariant 4): claimed with a lease and a fencing token by a
+    conditional UPDATE; an outcome is recorded only by the holder of the current token."""
+
+    run = models.ForeignKey(ReplayRun, on_delete=models.CASCADE, related_name="ledger")
+    item = models.ForeignKey(PlanItem, on_delete=models.PROTECT, related_name="+")
+    letter = models.ForeignKey("recovery.DeadLetter", on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=16, choices=AttemptState.choices, default=AttemptState.PENDING)
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    fencing_token = models.PositiveBigIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    published_at = models.DateTimeField(null=True, blank=True)
+    broker_message_id = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "letter"], name="ledger_once_per_run_letter")]
+        indexes = [models.Index(fields=["run", "state", "id"], name="ledger_run_state_idx")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} letter {self.letter_id} {self.state}"
+
+
+class RunEvent(models.Model):
+    """The run's event log shown on its page: phase changes, controls, stop conditions, errors."""
+
+    run = models.ForeignKey(ReplayRun, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True)
+    kind = models.CharField(max_length=32)
+    message = models.CharField(max_length=1000)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message[:60]}"
