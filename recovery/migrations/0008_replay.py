@@ -13,6 +13,101 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.CreateModel(
+            name='LedgerEntry',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('state', models.CharField(choices=[('pending', 'Pending'), ('leased', 'Leased'), ('published', 'Published'), ('verified', 'Verified'), ('redeadlettered', 'Came back to the DLQ'), ('failed', 'Failed')], default='pending', max_length=16)),
+                ('lease_owner', models.CharField(blank=True, max_length=100)),
+                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
+                ('fencing_token', models.PositiveBigIntegerField(default=0)),
+                ('attempts', models.PositiveIntegerField(default=0)),
+                ('published_at', models.DateTimeField(blank=True, null=True)),
+                ('broker_message_id', models.CharField(blank=True, max_length=300)),
+                ('error', models.TextField(blank=True)),
+            ],
+        ),
+        migrations.CreateModel(
+            name='PlanApproval',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('decision', models.CharField(choices=[('approve', 'Approved'), ('reject', 'Rejected')], max_length=16)),
+                ('content_hash', models.CharField(max_length=64)),
+                ('comment', models.TextField(blank=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('voided_at', models.DateTimeField(blank=True, null=True)),
+            ],
+            options={
+                'ordering': ['created_at'],
+            },
+        ),
+        migrations.CreateModel(
+            name='PlanItem',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('state', models.CharField(choices=[('included', 'Included'), ('excluded', 'Excluded')], max_length=16)),
+                ('exclusion', models.CharField(blank=True, max_length=200)),
+                ('target', models.JSONField(blank=True, default=dict, help_text='broker id, address, routing key')),
+                ('replay_id', models.CharField(max_length=64)),
+            ],
+        ),
+        migrations.CreateModel(
+            name='PreconditionOverride',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('check_name', models.CharField(max_length=64)),
+                ('reason', models.TextField()),
+                ('content_hash', models.CharField(max_length=64)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+            ],
+        ),
+        migrations.CreateModel(
+            name='ReplayRun',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('state', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('paused', 'Paused'), ('verifying', 'Verifying'), ('verified', 'Verified'), ('verification_failed', 'Verification failed'), ('stopped', 'Stopped by a stop condition'), ('aborted', 'Aborted'), ('failed', 'Failed')], default='pending', max_length=24)),
+                ('control', models.CharField(default='run', max_length=16)),
+                ('plan_hash', models.CharField(max_length=64)),
+                ('trace_id', models.CharField(blank=True, max_length=32)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('started_at', models.DateTimeField(blank=True, null=True)),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('total', models.PositiveIntegerField(default=0)),
+                ('published', models.PositiveIntegerField(default=0)),
+                ('failed', models.PositiveIntegerField(default=0)),
+                ('redeadlettered', models.PositiveIntegerField(default=0)),
+                ('phase', models.CharField(blank=True, help_text='canary, canary-window, ramp-N, full, verify', max_length=32)),
+                ('phase_started_at', models.DateTimeField(blank=True, null=True)),
+                ('stop_reason', models.TextField(blank=True)),
+                ('verification', models.JSONField(blank=True, default=list, help_text='evidence of each verification step')),
+            ],
+            options={
+                'ordering': ['-created_at'],
+            },
+        ),
+        migrations.CreateModel(
+            name='RunEvent',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('at', models.DateTimeField(auto_now_add=True)),
+                ('kind', models.CharField(max_length=32)),
+                ('message', models.CharField(max_length=1000)),
+                ('data', models.JSONField(blank=True, default=dict)),
+            ],
+            options={
+                'ordering': ['at', 'id'],
+            },
+        ),
+        migrations.AddField(
+            model_name='deadletter',
+            name='replay_id',
+            field=models.CharField(blank=True, db_default='', default='', help_text='x-replay-id header: a replayed message that came back', max_length=64),
+        ),
+        migrations.AddField(
+            model_name='deadletterqueue',
+            name='replay_schema',
+            field=models.JSONField(blank=True, help_text='optional JSON Schema every body must satisfy before it is replayed', null=True),
+        ),
         migrations.AddField(
             model_name='replayplan',
             name='batch_size',
@@ -103,102 +198,69 @@ class Migration(migrations.Migration):
             name='action',
             field=models.CharField(choices=[('auth.login', 'Signed in'), ('auth.logout', 'Signed out'), ('auth.login_failed', 'Sign-in refused'), ('user.roles_changed', 'Roles changed'), ('user.demo_seeded', 'Demo users seeded'), ('broker.configured', 'Brokers configured'), ('broker.created', 'Broker added'), ('broker.updated', 'Broker changed'), ('dlq.created', 'Dead-letter queue added'), ('dlq.updated', 'Dead-letter queue changed'), ('capture.requested', 'Capture requested'), ('capture.scheduled', 'Capture passes scheduled'), ('capture.finished', 'Capture pass finished'), ('audit.exported', 'Audit trail exported'), ('audit.verify_requested', 'Chain verification requested'), ('audit.verified', 'Chain verification finished'), ('rule.created', 'Classification rule added'), ('rule.updated', 'Classification rule changed'), ('rule.deleted', 'Classification rule deleted'), ('rule.reordered', 'Classification rules reordered'), ('rule.seeded', 'Default rule set installed'), ('classify.requested', 'Re-classification requested'), ('classify.finished', 'Re-classification finished'), ('letters.triaged', 'Letters triaged'), ('letter.body_downloaded', 'Letter body downloaded'), ('runbook.created', 'Runbook added'), ('runbook.updated', 'Runbook changed'), ('runbook.attached', 'Runbook attached'), ('dlq.masks_updated', 'Masks changed'), ('plan.created', 'Replay plan drafted'), ('plan.updated', 'Replay plan changed'), ('plan.submitted', 'Replay plan submitted'), ('plan.approved', 'Replay plan approved'), ('plan.rejected', 'Replay plan rejected'), ('plan.approvals_voided', 'Approvals voided by a change'), ('plan.cancelled', 'Replay plan cancelled'), ('plan.precondition_overridden', 'Precondition overridden'), ('run.started', 'Replay run started'), ('run.paused', 'Replay run paused'), ('run.resumed', 'Replay run resumed'), ('run.aborted', 'Replay run aborted'), ('run.stopped', 'Replay run stopped by a stop condition'), ('run.finished', 'Replay run finished')], db_index=True, max_length=40),
         ),
-        migrations.CreateModel(
-            name='PlanApproval',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('decision', models.CharField(choices=[('approve', 'Approved'), ('reject', 'Rejected')], max_length=16)),
-                ('content_hash', models.CharField(max_length=64)),
-                ('comment', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('voided_at', models.DateTimeField(blank=True, null=True)),
-                ('approver', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL)),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='approvals', to='recovery.replayplan')),
-            ],
-            options={
-                'ordering': ['created_at'],
-            },
+        migrations.AddIndex(
+            model_name='deadletter',
+            index=models.Index(condition=models.Q(('replay_id', ''), _negated=True), fields=['replay_id'], name='letter_replay_id_idx'),
         ),
-        migrations.CreateModel(
-            name='PlanItem',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('included', 'Included'), ('excluded', 'Excluded')], max_length=16)),
-                ('exclusion', models.CharField(blank=True, max_length=200)),
-                ('target', models.JSONField(blank=True, default=dict, help_text='broker id, address, routing key')),
-                ('replay_id', models.CharField(max_length=64)),
-                ('letter', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='plan_items', to='recovery.deadletter')),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='recovery.replayplan')),
-            ],
+        migrations.AddField(
+            model_name='ledgerentry',
+            name='letter',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='recovery.deadletter'),
         ),
-        migrations.CreateModel(
-            name='PreconditionOverride',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('check_name', models.CharField(max_length=64)),
-                ('reason', models.TextField()),
-                ('content_hash', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('admin', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL)),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='overrides', to='recovery.replayplan')),
-            ],
+        migrations.AddField(
+            model_name='planapproval',
+            name='approver',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL),
         ),
-        migrations.CreateModel(
-            name='ReplayRun',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('paused', 'Paused'), ('verifying', 'Verifying'), ('verified', 'Verified'), ('verification_failed', 'Verification failed'), ('stopped', 'Stopped by a stop condition'), ('aborted', 'Aborted'), ('failed', 'Failed')], default='pending', max_length=24)),
-                ('control', models.CharField(default='run', max_length=16)),
-                ('plan_hash', models.CharField(max_length=64)),
-                ('trace_id', models.CharField(blank=True, max_length=32)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('published', models.PositiveIntegerField(default=0)),
-                ('failed', models.PositiveIntegerField(default=0)),
-                ('redeadlettered', models.PositiveIntegerField(default=0)),
-                ('phase', models.CharField(blank=True, help_text='canary, canary-window, ramp-N, full, verify', max_length=32)),
-                ('phase_started_at', models.DateTimeField(blank=True, null=True)),
-                ('stop_reason', models.TextField(blank=True)),
-                ('verification', models.JSONField(blank=True, default=list, help_text='evidence of each verification step')),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='recovery.replayplan')),
-                ('started_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL)),
-            ],
-            options={
-                'ordering': ['-created_at'],
-            },
+        migrations.AddField(
+            model_name='planapproval',
+            name='plan',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='approvals', to='recovery.replayplan'),
         ),
-        migrations.CreateModel(
-            name='LedgerEntry',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('pending', 'Pending'), ('leased', 'Leased'), ('published', 'Published'), ('verified', 'Verified'), ('redeadlettered', 'Came back to the DLQ'), ('failed', 'Failed')], default='pending', max_length=16)),
-                ('lease_owner', models.CharField(blank=True, max_length=100)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('fencing_token', models.PositiveBigIntegerField(default=0)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('published_at', models.DateTimeField(blank=True, null=True)),
-                ('broker_message_id', models.CharField(blank=True, max_length=300)),
-                ('error', models.TextField(blank=True)),
-                ('letter', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='recovery.deadletter')),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='recovery.planitem')),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ledger', to='recovery.replayrun')),
-            ],
+        migrations.AddField(
+            model_name='planitem',
+            name='letter',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='plan_items', to='recovery.deadletter'),
         ),
-        migrations.CreateModel(
-            name='RunEvent',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('kind', models.CharField(max_length=32)),
-                ('message', models.CharField(max_length=1000)),
-                ('data', models.JSONField(blank=True, default=dict)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='recovery.replayrun')),
-            ],
-            options={
-                'ordering': ['at', 'id'],
-            },
+        migrations.AddField(
+            model_name='planitem',
+            name='plan',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='recovery.replayplan'),
+        ),
+        migrations.AddField(
+            model_name='ledgerentry',
+            name='item',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='recovery.planitem'),
+        ),
+        migrations.AddField(
+            model_name='preconditionoverride',
+            name='admin',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL),
+        ),
+        migrations.AddField(
+            model_name='preconditionoverride',
+            name='plan',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='overrides', to='recovery.replayplan'),
+        ),
+        migrations.AddField(
+            model_name='replayrun',
+            name='plan',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='recovery.replayplan'),
+        ),
+        migrations.AddField(
+            model_name='replayrun',
+            name='started_by',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL),
+        ),
+        migrations.AddField(
+            model_name='ledgerentry',
+            name='run',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ledger', to='recovery.replayrun'),
+        ),
+        migrations.AddField(
+            model_name='runevent',
+            name='run',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='recovery.replayrun'),
         ),
         migrations.AddIndex(
             model_name='planitem',

@@ -56,6 +56,9 @@ class DeadLetterQueue(models.Model):
     mask_card_numbers = models.BooleanField(
         default=True, help_text="mask card numbers (13-19 digits passing the Luhn check) in bodies and headers"
     )
+    replay_schema = models.JSONField(
+        null=True, blank=True, help_text="optional JSON Schema every body must satisfy before it is replayed"
+    )
     enabled = models.BooleanField(default=True)
     next_capture_at = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
@@ -146,6 +149,13 @@ class DeadLetter(models.Model):
         db_default="",
         help_text="error class, message and the start of a text body, lower-cased: what the letters search reads",
     )
+    replay_id = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="x-replay-id header: a replayed message that came back",
+    )
     discarded_at = models.DateTimeField(null=True, blank=True)
     discard_reason = models.TextField(blank=True, default="", db_default="")
 
@@ -159,6 +169,7 @@ class DeadLetter(models.Model):
             models.Index(fields=["category", "-captured_at"], name="letter_category_idx"),
             models.Index(fields=["expires_at"], name="letter_expiry_idx", condition=models.Q(expires_at__isnull=False)),
             models.Index(fields=["content_hash"], name="letter_content_hash_idx"),
+            models.Index(fields=["replay_id"], name="letter_replay_id_idx", condition=~models.Q(replay_id="")),
             models.Index(fields=["id"], name="letter_unclassified_idx", condition=models.Q(classified_by="")),
             GinIndex(fields=["search_text"], name="letter_search_trgm_idx", opclasses=["gin_trgm_ops"]),
         ]
