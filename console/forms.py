@@ -5,6 +5,8 @@ import json
 from django import forms
 
 from recovery.audit.export import AuditFilters
+from recovery.masking import JsonPathError, parse_json_path
+from recovery.masking.paths import MAX_PATHS
 from recovery.models import AuditAction, Broker, DeadLetterQueue
 from recovery.permissions import Role
 
@@ -63,15 +65,42 @@ class BrokerForm(forms.ModelForm):
         return value
 
 
+class LinesField(forms.CharField):
+    """A list of strings edited as a text area, one per line (blank lines and repeats dropped)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3}))
+        super().__init__(strip=False, **kwargs)  # type: ignore[arg-type]
+
+    def prepare_value(self, value: object) -> object:
+        return "\n".join(str(v) for v in value) if isinstance(value, list | tuple) else value
+
+    def to_python(self, value: object) -> list[str]:  # type: ignore[override]
+        text = super().to_python(value) or ""
+        return list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+
+
 class DlqForm(forms.ModelForm):
     header_mapping = JsonField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
     sources = JsonField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    mask_json_paths = LinesField(
+        required=False,
+        label="Masked body fields",
+        help_text="JSON paths, one per line: $.customer.email, $.items[*].card, $.list[0], $['odd key'], "
+        "$..password (at any depth). Shown as •••• to users without the unmask grant.",
+    )
+    mask_headers = LinesField(
+        required=False,
+        label="Masked headers",
+        help_text="header (and broker property) names, one per line, any case; their values are masked whole",
+    )
 
     class Meta:
         model = DeadLetterQueue
         fields = [
             "broker", "name", "address", "vhost", "consumer_group", "replay_target", "replay_routing_key",
             "capture_mode", "capture_interval", "capture_batch_size", "sources", "header_mapping", "enabled",
+            "mask_json_paths", "mask_headers", "mask_emails", "mask_card_numbers",
         ]  # fmt: skip
 
     def clean_header_mapping(self) -> dict:
@@ -79,3 +108,23 @@ class DlqForm(forms.ModelForm):
 
     def clean_sources(self) -> list:
         return self.cleaned_data.get("sources") or []
+
+    def clean_mask_json_paths(self) -> list[str]:
+        paths = self.cleaned_data.get("mask_json_paths") or []
+        errors = []
+        for number, path in enumerate(paths, start=1):
+            try:
+                parse_json_path(path)
+            except JsonPathError as exc:
+                errors.append(f"line {number}: {exc}")
+        if len(paths) > MAX_PATHS:
+            errors.append(f"at most {MAX_PATHS} paths")
+        if errors:
+            raise forms.ValidationError(errors)
+        return paths
+
+    def clean_mask_headers(self) -> list[str]:
+        names = self.cleaned_data.get("mask_headers") or []
+        if len(names) > MAX_PATHS or any(len(name) > 200 for name in names):
+            raise forms.ValidationError(f"at most {MAX_PATHS} names of at most 200 characters")
+        return names

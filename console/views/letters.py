@@ -4,24 +4,20 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from recovery.audit.selectors import audit_timeline
 from recovery.brokers.registry import broker_session
-from recovery.capture.selectors import body_preview, dlq_list, recent_letters, recent_passes
+from recovery.capture.selectors import recent_letters, recent_passes
 from recovery.capture.services import capture_pass_request
 from recovery.errors import RecoveryError
+from recovery.inspection.display import body_display
+from recovery.inspection.selectors import letter_for_detail, letter_group_and_runbooks, letter_timeline
+from recovery.inspection.services import letter_body_download
+from recovery.masking import mask_letter, masker_for
 from recovery.models import DeadLetter, DeadLetterQueue
 from recovery.permissions import Capability, capability_required, user_can
-
-
-@capability_required(Capability.VIEW)
-def dead_letters(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "console/dead_letters.html",
-        {"dlqs": dlq_list(), "letters": recent_letters(), "can_capture": user_can(request.user, Capability.CAPTURE)},
-    )
 
 
 @capability_required(Capability.VIEW)
@@ -68,23 +64,33 @@ def capture_now(request: HttpRequest, dlq_id: int) -> HttpResponse:
 
 @capability_required(Capability.VIEW)
 def letter_detail(request: HttpRequest, letter_id: int) -> HttpResponse:
-    letter = get_object_or_404(DeadLetter.objects.select_related("dlq", "dlq__broker"), pk=letter_id)
+    """One letter in full, masked for this user (issue 5 parts 4 and 6; invariant 10)."""
+    letter = get_object_or_404(letter_for_detail(), pk=letter_id)
+    masker = masker_for(letter.dlq, request.user)
+    group, runbooks = letter_group_and_runbooks(letter)
     return render(
         request,
         "console/letter.html",
         {
-            "letter": letter,
-            "preview": body_preview(letter),
-            "events": audit_timeline(object_type="recovery.deadletter", object_id=str(letter.pk)),
+            "letter": mask_letter(letter, masker),
+            "body": body_display(letter, masker),
+            "masked": masker.active,
+            "group": group,
+            "runbooks": runbooks,
+            "timeline": letter_timeline(letter),
+            "expired": letter.expires_at is not None and letter.expires_at <= timezone.now(),
         },
     )
 
 
 @capability_required(Capability.VIEW)
 def letter_body(request: HttpRequest, letter_id: int) -> HttpResponse:
-    """The whole body as an attachment: never rendered by the browser."""
-    letter = get_object_or_404(DeadLetter, pk=letter_id)
-    response = HttpResponse(bytes(letter.body or b""), content_type="application/octet-stream")
-    response["Content-Disposition"] = f'attachment; filename="dead-letter-{letter.pk}.bin"'
+    """The whole body as an attachment, masked unless the user holds the unmask grant; never
+    rendered by the browser."""
+    letter = get_object_or_404(DeadLetter.objects.select_related("dlq"), pk=letter_id)
+    download = letter_body_download(actor=request.user, letter=letter)
+    response = HttpResponse(download.data, content_type="application/octet-stream")
+    response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
     response["Content-Security-Policy"] = "sandbox"
+    response["X-Content-Type-Options"] = "nosniff"
     return response

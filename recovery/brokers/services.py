@@ -12,6 +12,8 @@ from django.db.models import Model
 
 from recovery.audit.services import audit_record
 from recovery.errors import InvalidInput
+from recovery.masking import JsonPathError, parse_json_path
+from recovery.masking.paths import MAX_PATHS
 from recovery.models import AuditAction, Broker, BrokerKind, CaptureMode, DeadLetterQueue
 from recovery.permissions import Capability, ensure_can
 
@@ -72,10 +74,11 @@ def _broker_snapshot(broker: Broker) -> dict[str, object]:
     }
 
 
+MASK_FIELDS = ("mask_json_paths", "mask_headers", "mask_emails", "mask_card_numbers")
 BROKER_FIELDS = ("name", "kind", "endpoint", "options", "credentials_ref", "enabled")
 DLQ_FIELDS = (
     "broker", "name", "address", "vhost", "consumer_group", "replay_target", "replay_routing_key", "capture_mode",
-    "capture_interval", "capture_batch_size", "sources", "header_mapping", "enabled",
+    "capture_interval", "capture_batch_size", "sources", "header_mapping", "enabled", *MASK_FIELDS,
 )  # fmt: skip
 
 
@@ -93,16 +96,26 @@ def broker_save(*, actor: object, broker: Broker | None = None, data: dict[str, 
 
 
 def dlq_save(*, actor: object, dlq: DeadLetterQueue | None = None, data: dict[str, object]) -> DeadLetterQueue:
-    """Create or change a dead-letter queue; admins only; audited with before/after."""
+    """Create or change a dead-letter queue; admins only; audited with before/after. A change to
+    its masks is also recorded on its own (dlq.masks_updated), so who weakened a mask is easy to find."""
 
     def prepare(target: DeadLetterQueue) -> None:
         if target.broker_id and not data.get("capture_mode") and dlq is None:
             target.capture_mode = target.default_capture_mode()
 
-    return _save_audited(
-        actor=actor, existing=dlq, new=DeadLetterQueue, fields=DLQ_FIELDS, data=data, label="dead-letter queue",
-        actions=(AuditAction.DLQ_CREATED, AuditAction.DLQ_UPDATED), prepare=prepare, check=_check_dlq,
-    )  # fmt: skip
+    with transaction.atomic():
+        masks_before = _snapshot(_stored(dlq), MASK_FIELDS) if dlq else None
+        saved = _save_audited(
+            actor=actor, existing=dlq, new=DeadLetterQueue, fields=DLQ_FIELDS, data=data, label="dead-letter queue",
+            actions=(AuditAction.DLQ_CREATED, AuditAction.DLQ_UPDATED), prepare=prepare, check=_check_dlq,
+        )  # fmt: skip
+        masks_after = _snapshot(saved, MASK_FIELDS)
+        if masks_before is not None and masks_before != masks_after:
+            audit_record(
+                actor=actor, action=AuditAction.DLQ_MASKS_UPDATED, obj=saved, summary=f"masks of {saved.name} changed",
+                before=masks_before, after=masks_after,
+            )  # fmt: skip
+    return saved
 
 
 def _save_audited(
@@ -121,7 +134,8 @@ def _save_audited(
     transaction; admins only."""
     ensure_can(actor, Capability.MANAGE)
     with transaction.atomic():
-        before = _snapshot(existing, fields) if existing else None
+        # From the database: a ModelForm has already copied the new values onto ``existing``.
+        before = _snapshot(_stored(existing), fields) if existing else None
         target = existing or new()
         for field in fields:
             if field in data:
@@ -141,6 +155,11 @@ def _save_audited(
             after=_snapshot(target, fields),
         )
     return target
+
+
+def _stored(obj: Model) -> Model:
+    """The row as committed, locked until the transaction ends."""
+    return type(obj)._default_manager.select_for_update().get(pk=obj.pk)
 
 
 def _validate(obj: Broker | DeadLetterQueue) -> None:
@@ -167,3 +186,17 @@ def _check_dlq(dlq: DeadLetterQueue) -> None:
         raise InvalidInput('header_mapping: a JSON object of field -> header name, e.g. {"error_class": "x-error"}')
     if not isinstance(dlq.sources, list):
         raise InvalidInput("sources: a JSON list of queue/topic names")
+    _check_masks(dlq)
+
+
+def _check_masks(dlq: DeadLetterQueue) -> None:
+    """Masks the masker can apply: a path it cannot parse would silently mask nothing."""
+    if not isinstance(dlq.mask_json_paths, list) or len(dlq.mask_json_paths) > MAX_PATHS:
+        raise InvalidInput(f"mask_json_paths: a list of at most {MAX_PATHS} JSON paths")
+    for path in dlq.mask_json_paths:
+        try:
+            parse_json_path(path)
+        except JsonPathError as exc:
+            raise InvalidInput(f"mask_json_paths: {exc}") from None
+    if not isinstance(dlq.mask_headers, list) or not all(isinstance(n, str) and n.strip() for n in dlq.mask_headers):
+        raise InvalidInput("mask_headers: a list of header names")

@@ -78,6 +78,7 @@ def _calls(make_user: Callable[..., Any]) -> dict[str, Callable[[], Any]]:
 def _triage_calls(operator: Any, dlq: DeadLetterQueue) -> dict[str, Callable[[], Any]]:
     from datetime import UTC, datetime
 
+    from recovery.inspection.services import letter_body_download
     from recovery.models import DeadLetter, FingerprintGroup
     from recovery.triage import services as triage
     from recovery.triage.filters import LetterFilter
@@ -99,6 +100,9 @@ def _triage_calls(operator: Any, dlq: DeadLetterQueue) -> dict[str, Callable[[],
             actor=operator, selection=LetterFilter(ids=(letter.pk,)), kind="hold"
         ),
         "recovery.triage.services.triage_bulk_run": bulk_run,
+        "recovery.inspection.services.letter_body_download": lambda: letter_body_download(
+            actor=operator, letter=letter
+        ),
         "recovery.triage.services.plan_draft_create": lambda: triage.plan_draft_create(
             actor=operator, selection=LetterFilter(), name="plan"
         ),
@@ -123,6 +127,7 @@ AUDITED = [
     "recovery.capture.services.capture_pass_run",
     "recovery.triage.services.letters_triage",
     "recovery.triage.services.triage_bulk_run",
+    "recovery.inspection.services.letter_body_download",
     "recovery.triage.services.plan_draft_create",
     "recovery.triage.services.runbook_save",
     "recovery.triage.services.group_runbook_set",
