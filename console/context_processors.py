@@ -16,7 +16,7 @@ NAVIGATION: list[tuple[str, str | None, Capability]] = [
     ("Groups", "groups", Capability.VIEW),
     ("Runbooks", "runbooks", Capability.VIEW),
     ("Plans", "plans", Capability.VIEW),
-    ("Runs", None, Capability.VIEW),
+    ("Runs", "runs", Capability.VIEW),
     ("Drills", None, Capability.VIEW),
     ("Audit", "audit", Capability.VIEW),
     ("Health", "health", Capability.VIEW),

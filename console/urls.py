@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console.views import audit, brokers, health, letters, overview, settings_pages, triage
+from console.views import audit, brokers, health, letters, overview, replay, settings_pages, triage
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
@@ -19,7 +19,20 @@ urlpatterns = [
     path("runbooks/<int:runbook_id>/", triage.runbook_edit, name="runbook-edit"),
     path("plans/", triage.plans, name="plans"),
     path("plans/from-selection/", triage.plan_from_selection, name="plan-from-selection"),
-    path("plans/<int:plan_id>/", triage.plan_detail, name="plan-detail"),
+    path("plans/<int:plan_id>/", replay.plan_detail, name="plan-detail"),
+    path("plans/<int:plan_id>/preconditions/", replay.plan_preconditions, name="plan-preconditions"),
+    path("plans/<int:plan_id>/edit/", replay.plan_edit, name="plan-edit"),
+    path("plans/<int:plan_id>/submit/", replay.plan_submit, name="plan-submit"),
+    path("plans/<int:plan_id>/approve/", replay.plan_approve, name="plan-approve"),
+    path("plans/<int:plan_id>/reject/", replay.plan_reject, name="plan-reject"),
+    path("plans/<int:plan_id>/cancel/", replay.plan_cancel, name="plan-cancel"),
+    path("plans/<int:plan_id>/override/", replay.plan_override, name="plan-override"),
+    path("plans/<int:plan_id>/start/", replay.run_start, name="run-start"),
+    path("runs/", replay.runs, name="runs"),
+    path("runs/<int:run_id>/", replay.run_detail, name="run-detail"),
+    path("runs/<int:run_id>/pause/", replay.run_pause, name="run-pause"),
+    path("runs/<int:run_id>/resume/", replay.run_resume, name="run-resume"),
+    path("runs/<int:run_id>/abort/", replay.run_abort, name="run-abort"),
     path("letters/<int:letter_id>/", letters.letter_detail, name="letter-detail"),
     path("letters/<int:letter_id>/body/", letters.letter_body, name="letter-body"),
     path("dlqs/<int:dlq_id>/", letters.dlq_detail, name="dlq-detail"),

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from recovery.audit.services import audit_checkpoint_record, audit_verification_run
 from recovery.capture.services import capture_due_passes_enqueue, capture_pass_run
+from recovery.classification.services import reclassify_run
 from recovery.health.services import worker_heartbeat_record
 from recovery.job_backend import enqueue
 
@@ -22,6 +23,7 @@ def scheduler_tick() -> None:
     enqueue(worker_heartbeat, settings.RECOVERY_JOB_BACKEND)
     enqueue(audit_checkpoint)
     enqueue(capture_schedule)
+    enqueue(replay_watchdog)
 
 
 def capture_schedule() -> None:
@@ -41,6 +43,20 @@ def triage_bulk(job_id: int) -> None:
     triage_bulk_run(job_id=job_id)
 
 
+def replay_worker(run_id: int, worker: int) -> None:
+    """One worker of a replay run: claims, rate-limits, publishes and records batches."""
+    from recovery.replay.engine import Worker
+
+    Worker(run_id, worker).run()
+
+
+def replay_watchdog() -> None:
+    """Re-enqueue the workers of running replays whose heartbeat stopped (a killed worker)."""
+    from recovery.replay.engine import watchdog
+
+    watchdog()
+
+
 def audit_checkpoint() -> None:
     """Sign the audit chain's head when it moved and AUDIT_CHECKPOINT_INTERVAL has passed."""
     audit_checkpoint_record()
@@ -49,6 +65,12 @@ def audit_checkpoint() -> None:
 def audit_verify(verification_id: int) -> None:
     """Verify the audit chain for a verification row created from the console."""
     audit_verification_run(verification_id=verification_id)
+
+
+def reclassify(job_id: int) -> None:
+    """Re-apply the classification rules after a rule change (a TriageJob row created before
+    this job was enqueued; re-running a crashed one continues from its checkpoint)."""
+    reclassify_run(job_id=job_id)
 
 
 def worker_heartbeat(backend: str) -> None:

@@ -153,24 +153,6 @@ def plans(request: HttpRequest) -> HttpResponse:
     return render(request, "console/plans.html", {"plans": ReplayPlan.objects.select_related("author")[:200]})
 
 
-@capability_required(Capability.VIEW)
-def plan_detail(request: HttpRequest, plan_id: int) -> HttpResponse:
-    plan = get_object_or_404(ReplayPlan.objects.select_related("author"), pk=plan_id)
-    selection = LetterFilter.from_json(plan.selection)
-    return render(
-        request,
-        "console/plan.html",
-        {
-            "plan": plan,
-            "selection": selection,
-            "letters_url": f"{reverse('dead-letters')}?{urlencode(selection.as_params(), doseq=True)}",
-            "total": selectors.estimated_total(selection),
-            "runbooks": selectors.selection_runbooks(selection),
-            "events": audit_timeline(object_type="recovery.replayplan", object_id=str(plan.pk)),
-        },
-    )
-
-
 # -- groups ------------------------------------------------------------------------------------
 
 

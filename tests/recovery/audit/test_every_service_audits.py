@@ -28,6 +28,11 @@ EXEMPT = {
     "recovery.audit.services.audit_record": "it is the audit writer itself",
     "recovery.audit.services.audit_checkpoint_record": "the chain's own signature: an event would move its head",
     "recovery.health.services.worker_heartbeat_record": "liveness telemetry overwritten every tick, not an action",
+    "recovery.classification.services.letters_classify": (
+        "machine work run after every capture batch, part of the capture pass its CAPTURE_FINISHED event records; "
+        "per-batch events would flood the trail. Whatever changes how letters are classified (rules, "
+        "re-classification, triage) is audited"
+    ),
 }
 
 
@@ -72,6 +77,101 @@ def _calls(make_user: Callable[..., Any]) -> dict[str, Callable[[], Any]]:
         "recovery.capture.services.capture_due_passes_enqueue": capture_due_passes_enqueue,
         "recovery.capture.services.capture_pass_run": capture_run,
         **_triage_calls(operator, dlq),
+        **_classification_calls(admin),
+        **_replay_calls(admin, operator, make_user(Role.APPROVER), dlq),
+    }
+
+
+def _replay_calls(admin: Any, operator: Any, approver: Any, dlq: DeadLetterQueue) -> dict[str, Callable[[], Any]]:
+    """Plans in each state, built with the ORM (their own events are not what is counted)."""
+    from datetime import UTC, datetime
+
+    from recovery.models import DeadLetter, PlanApproval, PreconditionOverride, ReplayPlan, ReplayRun, RunState
+    from recovery.replay import freeze
+    from recovery.replay import services as replay
+    from recovery.replay.selectors import plan_content_hash
+
+    letters = [
+        DeadLetter.objects.create(
+            dlq=dlq, identity=f"kafka:t/0/{n}", body=b"{}", body_size=2, content_hash=f"{n:064x}",
+            captured_at=datetime.now(UTC), origin="kafka:orders", disposition="replay", category="transient",
+        )
+        for n in (8, 9)
+    ]  # fmt: skip
+
+    def plan(state: str) -> ReplayPlan:
+        letter = letters[0] if state == "draft" else letters[1]  # the draft's letter is in no other plan
+        made = ReplayPlan.objects.create(name=f"p-{state}", author=operator, selection={"ids": [letter.pk]})
+        if state != "draft":
+            freeze.freeze(made)
+            made.state, made.content_hash = state, plan_content_hash(made)
+            made.save()
+        return made
+
+    draft, submitted, approved = plan("draft"), plan("submitted"), plan("approved")
+    PlanApproval.objects.create(
+        plan=approved, approver=approver, decision="approve", content_hash=approved.content_hash
+    )
+    # the broker is down: an admin's override lets the start go ahead
+    PreconditionOverride.objects.create(
+        plan=approved, check_name="target_reachable", reason="audit test", admin=admin,
+        content_hash=approved.content_hash,
+    )  # fmt: skip
+    running = ReplayRun.objects.create(plan=plan("running"), state=RunState.RUNNING, plan_hash="x")
+    paused = ReplayRun.objects.create(plan=plan("running"), state=RunState.PAUSED, control="pause", plan_hash="x")
+    return {
+        "recovery.replay.services.plan_update": lambda: replay.plan_update(
+            actor=operator, plan=draft, changes={"rate_per_second": 20}
+        ),
+        "recovery.replay.services.plan_submit": lambda: replay.plan_submit(actor=operator, plan=draft),
+        "recovery.replay.services.plan_approve": lambda: replay.plan_approve(actor=approver, plan=submitted),
+        "recovery.replay.services.plan_reject": lambda: replay.plan_reject(
+            actor=approver, plan=submitted, comment="wrong target for these"
+        ),
+        "recovery.replay.services.precondition_override": lambda: replay.precondition_override(
+            actor=admin, plan=submitted, check="time_window", reason="an agreed maintenance window"
+        ),
+        "recovery.replay.services.plan_cancel": lambda: replay.plan_cancel(actor=operator, plan=draft),
+        "recovery.replay.services.run_start": lambda: replay.run_start(actor=operator, plan=approved),
+        "recovery.replay.services.run_pause": lambda: replay.run_pause(actor=operator, run=running),
+        "recovery.replay.services.run_resume": lambda: replay.run_resume(actor=operator, run=paused),
+        "recovery.replay.services.run_abort": lambda: replay.run_abort(actor=operator, run=running),
+    }
+
+
+def _classification_calls(admin: Any) -> dict[str, Callable[[], Any]]:
+    from recovery.classification import services as classification
+    from recovery.models import ClassificationRule
+
+    rule = {"conditions": [], "category": "transient", "disposition": "replay"}
+    changed = ClassificationRule.objects.create(name="to change", position=10, **rule)
+    deleted = ClassificationRule.objects.create(name="to delete", position=20, **rule)
+
+    def reorder() -> Any:
+        ids = list(ClassificationRule.objects.order_by("position", "id").values_list("pk", flat=True))
+        return classification.rules_reorder(actor=admin, rule_ids=ids[::-1])
+
+    def reclassify_run() -> Any:
+        with transaction.atomic():
+            job = classification.reclassify_request(actor=admin)
+        return lambda: classification.reclassify_run(job_id=job.pk)
+
+    return {
+        "recovery.classification.services.rule_create": lambda: classification.rule_create(
+            actor=admin, data={"name": "new rule", **rule}
+        ),
+        "recovery.classification.services.rule_update": lambda: classification.rule_update(
+            actor=admin, rule=changed, data={"enabled": False}
+        ),
+        "recovery.classification.services.rule_delete": lambda: classification.rule_delete(actor=admin, rule=deleted),
+        "recovery.classification.services.rules_reorder": reorder,
+        "recovery.classification.services.default_rules_install": lambda: classification.default_rules_install(
+            actor=admin
+        ),
+        "recovery.classification.services.reclassify_request": lambda: classification.reclassify_request(
+            actor=admin
+        ),
+        "recovery.classification.services.reclassify_run": reclassify_run,
     }
 
 
@@ -128,9 +228,26 @@ AUDITED = [
     "recovery.triage.services.letters_triage",
     "recovery.triage.services.triage_bulk_run",
     "recovery.inspection.services.letter_body_download",
+    "recovery.replay.services.plan_update",
+    "recovery.replay.services.plan_submit",
+    "recovery.replay.services.plan_approve",
+    "recovery.replay.services.plan_reject",
+    "recovery.replay.services.precondition_override",
+    "recovery.replay.services.plan_cancel",
+    "recovery.replay.services.run_start",
+    "recovery.replay.services.run_pause",
+    "recovery.replay.services.run_resume",
+    "recovery.replay.services.run_abort",
     "recovery.triage.services.plan_draft_create",
     "recovery.triage.services.runbook_save",
     "recovery.triage.services.group_runbook_set",
+    "recovery.classification.services.rule_create",
+    "recovery.classification.services.rule_update",
+    "recovery.classification.services.rule_delete",
+    "recovery.classification.services.rules_reorder",
+    "recovery.classification.services.default_rules_install",
+    "recovery.classification.services.reclassify_request",
+    "recovery.classification.services.reclassify_run",
 ]
 
 
@@ -161,7 +278,7 @@ def test_a_service_writes_exactly_one_event_and_none_when_rolled_back(make_user,
     settings.RECOVERY_CAPTURE_RETRY_ATTEMPTS = 1
     record_events(1)  # a non-empty chain, so verification and export have something to work on
     call = _calls(make_user)[service]
-    if service.endswith(("audit_verification_run", "capture_pass_run", "triage_bulk_run")):
+    if service.endswith(("audit_verification_run", "capture_pass_run", "triage_bulk_run", "reclassify_run")):
         call = call()  # its set-up (the request) writes its own event first
     before = AuditEvent.objects.count()
     with pytest.raises(RuntimeError, match="roll back"), transaction.atomic():

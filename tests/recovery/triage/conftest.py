@@ -28,7 +28,8 @@ def make_letter(dlq):
         values = dict(
             identity=f"kafka:orders.DLT/0/{n}", body=body, body_size=len(body), content_hash=f"{n:064x}",
             captured_at=datetime.now(UTC) - timedelta(minutes=age_minutes), headers={}, properties={},
-            error_class="TimeoutError", error_message=f"timed out after {n} ms", search_text=f"timeouterror timed out {n}",
+            error_class="TimeoutError", error_message=f"timed out after {n} ms",
+            search_text=f"timeouterror timed out {n}",
         )  # fmt: skip
         values.update(fields)
         return DeadLetter.objects.create(dlq=target or dlq, **values)

@@ -82,15 +82,16 @@ def test_keyset_pages_cover_every_letter_once_in_order(make_letter, sort: str) -
     column, descending, _ = selectors.SORTS[sort]
     expected = sorted(
         DeadLetter.objects.all(),
-        key=lambda l: (
-            getattr(l, column) is None,
-            (-(getattr(l, column).timestamp()) if descending else getattr(l, column).timestamp())
-            if getattr(l, column)
-            else 0,
-            -l.pk if descending else l.pk,
-        ),
+        key=lambda letter: _order_key(letter, column, descending),
     )
-    assert seen == [l.pk for l in expected]
+    assert seen == [letter.pk for letter in expected]
+
+
+def _order_key(letter: DeadLetter, column: str, descending: bool) -> tuple:
+    """ORDER BY column [DESC] NULLS LAST, id [DESC], in Python."""
+    value = getattr(letter, column)
+    stamp = value.timestamp() if value else 0
+    return (value is None, -stamp if descending else stamp, -letter.pk if descending else letter.pk)
 
 
 def test_a_forged_cursor_is_refused() -> None:

@@ -1,0 +1,280 @@
+"""Replay screens: the plan page (builder with its dry run, preconditions with live results,
+approvals, history, controls) and the run page (live progress, achieved vs planned rate,
+counters, stop-condition gauges, event log, pause/resume/abort). Every mutation is a POST that
+goes through recovery.replay.services, which checks capabilities and four eyes itself."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.db.models.functions import TruncSecond
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
+
+from recovery.audit.selectors import audit_timeline
+from recovery.errors import NotPermitted, RecoveryError
+from recovery.models import (
+    Broker,
+    LedgerEntry,
+    PlanItem,
+    PlanState,
+    ReplayPlan,
+    ReplayRun,
+    RunState,
+)
+from recovery.permissions import Capability, capability_required, user_can
+from recovery.replay import freeze, services
+from recovery.replay import selectors as replay_selectors
+from recovery.triage import selectors as triage_selectors
+from recovery.triage.filters import LetterFilter
+
+JSON_FIELDS = ("preconditions", "stop_conditions", "verifications")
+INT_FIELDS = (
+    "rate_per_second", "batch_size", "workers", "canary_count", "canary_window_seconds", "ramp_interval_seconds",
+    "required_approvals",
+)  # fmt: skip
+
+
+def _plan_context(request: HttpRequest, plan: ReplayPlan, form: dict[str, Any] | None = None) -> dict[str, Any]:
+    selection = LetterFilter.from_json(plan.selection)
+    user = request.user
+    editable = plan.state in (PlanState.DRAFT, PlanState.SUBMITTED, PlanState.APPROVED, PlanState.REJECTED)
+    item_counts = dict(PlanItem.objects.filter(plan=plan).values_list("state").annotate(n=Count("id")))
+    exclusions = (
+        PlanItem.objects.filter(plan=plan, state="excluded")
+        .values_list("exclusion")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+    )
+    return {
+        "plan": plan,
+        "selection": selection,
+        "letters_url": f"{reverse('dead-letters')}?{urlencode(selection.as_params(), doseq=True)}",
+        "dry_run": _dry_run(plan) if plan.state == PlanState.DRAFT else None,
+        "item_counts": item_counts,
+        "exclusions": list(exclusions),
+        "approvals": plan.approvals.select_related("approver").order_by("created_at"),
+        "valid_approvals": len(replay_selectors.valid_approvals(plan)) if plan.content_hash else 0,
+        "overrides": plan.overrides.select_related("admin").filter(content_hash=plan.content_hash),
+        "runs": plan.runs.order_by("-created_at"),
+        "runbooks": triage_selectors.selection_runbooks(selection),
+        "events": audit_timeline(object_type="recovery.replayplan", object_id=str(plan.pk)),
+        "brokers": Broker.objects.order_by("name"),
+        "form": form or _form_values(plan),
+        "can_edit": editable and user_can(user, Capability.PLAN),
+        "can_approve": plan.state in (PlanState.SUBMITTED, PlanState.APPROVED)
+        and user_can(user, Capability.APPROVE)
+        and user.pk != plan.author_id,
+        "can_start": plan.state == PlanState.APPROVED and user_can(user, Capability.RUN),
+        "can_override": plan.state in (PlanState.SUBMITTED, PlanState.APPROVED) and user_can(user, Capability.MANAGE),
+    }
+
+
+def _dry_run(plan: ReplayPlan) -> dict[str, Any]:
+    """The dry run with plain lists: a template reading a Counter's ``items`` gets Counter["items"] == 0."""
+    dry = freeze.dry_run(plan)
+    return {
+        "included": dry.included,
+        "excluded": dry.excluded,
+        **{
+            name: getattr(dry, name).most_common()
+            for name in ("by_category", "by_disposition", "exclusions", "targets")
+        },
+    }
+
+
+def _form_values(plan: ReplayPlan) -> dict[str, Any]:
+    values: dict[str, Any] = {name: getattr(plan, name) for name in ("name", "reason", *INT_FIELDS)}
+    values.update(
+        target_broker=plan.target_broker_id or "",
+        target_address=plan.target_address,
+        target_routing_key=plan.target_routing_key,
+        include_held=plan.include_held,
+        ramp_steps=", ".join(str(s) for s in plan.ramp_steps or []),
+        **{name: json.dumps(getattr(plan, name) or [], indent=1) for name in JSON_FIELDS},
+    )
+    return values
+
+
+def _changes_from(post: Any) -> dict[str, Any]:
+    """The edit form's fields as typed plan changes; raises RecoveryError naming a bad field."""
+    changes: dict[str, Any] = {"name": post.get("name", ""), "reason": post.get("reason", "")}
+    for name in INT_FIELDS:
+        try:
+            changes[name] = int(post.get(name, ""))
+        except ValueError:
+            raise RecoveryError(f"{name.replace('_', ' ')}: a whole number") from None
+    try:
+        changes["ramp_steps"] = [int(s) for s in post.get("ramp_steps", "").replace(" ", "").split(",") if s]
+    except ValueError:
+        raise RecoveryError("ramp steps: whole percentages separated by commas, e.g. 10, 50, 100") from None
+    for name in JSON_FIELDS:
+        try:
+            changes[name] = json.loads(post.get(name) or "[]")
+        except json.JSONDecodeError as exc:
+            raise RecoveryError(f"{name.replace('_', ' ')}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    broker_id = post.get("target_broker", "")
+    changes["target_broker"] = Broker.objects.filter(pk=broker_id).first() if broker_id.isdigit() else None
+    if broker_id and changes["target_broker"] is None:
+        raise RecoveryError("target broker: unknown broker")
+    changes["target_address"] = post.get("target_address", "").strip()
+    changes["target_routing_key"] = post.get("target_routing_key", "").strip()
+    changes["include_held"] = post.get("include_held") == "on"
+    return changes
+
+
+@capability_required(Capability.VIEW)
+def plan_detail(request: HttpRequest, plan_id: int) -> HttpResponse:
+    plan = get_object_or_404(ReplayPlan.objects.select_related("author", "target_broker"), pk=plan_id)
+    return render(request, "console/plan.html", _plan_context(request, plan))
+
+
+@capability_required(Capability.VIEW)
+def plan_preconditions(request: HttpRequest, plan_id: int) -> HttpResponse:
+    """Live precondition results (HTMX): evaluated now, against the real targets."""
+    from recovery.replay.preconditions import evaluate_preconditions
+
+    plan = get_object_or_404(ReplayPlan, pk=plan_id)
+    results = evaluate_preconditions(plan, stage="page") if PlanItem.objects.filter(plan=plan).exists() else []
+    overridden = set(plan.overrides.filter(content_hash=plan.content_hash).values_list("check_name", flat=True))
+    return render(
+        request,
+        "console/partials/plan_preconditions.html",
+        {
+            "results": results,
+            "overridden": overridden,
+            "plan": plan,
+            "can_override": user_can(request.user, Capability.MANAGE),
+        },
+    )
+
+
+@require_POST
+@capability_required(Capability.PLAN)
+def plan_edit(request: HttpRequest, plan_id: int) -> HttpResponse:
+    plan = get_object_or_404(ReplayPlan.objects.select_related("author"), pk=plan_id)
+    try:
+        services.plan_update(actor=request.user, plan=plan, changes=_changes_from(request.POST))
+    except RecoveryError as exc:
+        messages.error(request, str(exc))
+        context = _plan_context(request, plan, form={**_form_values(plan), **request.POST.dict()})
+        return render(request, "console/plan.html", context, status=400)
+    messages.success(request, "Plan saved.")
+    return redirect("plan-detail", plan_id=plan.pk)
+
+
+def _plan_action(call: Callable[[HttpRequest, ReplayPlan], Any], success: str) -> Callable[..., HttpResponse]:
+    @require_POST
+    @capability_required(Capability.VIEW)  # each service checks its own capability (and four eyes)
+    def view(request: HttpRequest, plan_id: int) -> HttpResponse:
+        plan = get_object_or_404(ReplayPlan, pk=plan_id)
+        try:
+            result = call(request, plan)
+        except NotPermitted as exc:
+            raise PermissionDenied(str(exc)) from None
+        except RecoveryError as exc:
+            messages.error(request, str(exc))
+            return redirect("plan-detail", plan_id=plan.pk)
+        messages.success(request, success)
+        if isinstance(result, ReplayRun):
+            return redirect("run-detail", run_id=result.pk)
+        return redirect("plan-detail", plan_id=plan.pk)
+
+    return view
+
+
+plan_submit = _plan_action(lambda r, p: services.plan_submit(actor=r.user, plan=p), "Plan submitted for approval.")
+plan_approve = _plan_action(
+    lambda r, p: services.plan_approve(actor=r.user, plan=p, comment=r.POST.get("comment", "")), "Plan approved."
+)
+plan_reject = _plan_action(
+    lambda r, p: services.plan_reject(actor=r.user, plan=p, comment=r.POST.get("comment", "")), "Plan rejected."
+)
+plan_cancel = _plan_action(
+    lambda r, p: services.plan_cancel(actor=r.user, plan=p, reason=r.POST.get("reason", "")), "Plan cancelled."
+)
+plan_override = _plan_action(
+    lambda r, p: services.precondition_override(
+        actor=r.user, plan=p, check=r.POST.get("check", ""), reason=r.POST.get("reason", "")
+    ),
+    "Precondition overridden.",
+)
+run_start = _plan_action(lambda r, p: services.run_start(actor=r.user, plan=p), "Run started.")
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+
+def _run_context(request: HttpRequest, run: ReplayRun) -> dict[str, Any]:
+    from recovery.replay.stop_conditions import evaluate_stop_conditions
+
+    counts = dict(LedgerEntry.objects.filter(run=run).values_list("state").annotate(n=Count("id")))
+    done = counts.get("published", 0) + counts.get("failed", 0) + counts.get("verified", 0)
+    since = timezone.now() - timedelta(seconds=60)
+    per_second = dict(
+        LedgerEntry.objects.filter(run=run, published_at__gte=since)
+        .annotate(second=TruncSecond("published_at"))
+        .values_list("second")
+        .annotate(n=Count("id"))
+    )
+    start = timezone.now().replace(microsecond=0) - timedelta(seconds=59)
+    achieved = [per_second.get(start + timedelta(seconds=i), 0) for i in range(60)]
+    active = run.state in (RunState.PENDING, RunState.RUNNING, RunState.PAUSED, RunState.VERIFYING)
+    return {
+        "run": run,
+        "plan": run.plan,
+        "counts": counts,
+        "percent": int(done * 100 / run.total) if run.total else 100,
+        "achieved": achieved,
+        "chart": triage_selectors.chart_points([*achieved, run.plan.rate_per_second], width=600, height=100),
+        "planned_y": 100 - 100 * run.plan.rate_per_second / max(max(achieved), run.plan.rate_per_second, 1),
+        "gauges": evaluate_stop_conditions(run) if run.state == RunState.RUNNING else [],
+        "events": run.events.order_by("-at", "-id")[:50],
+        "active": active,
+        "can_run": user_can(request.user, Capability.RUN),
+    }
+
+
+@capability_required(Capability.VIEW)
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(ReplayRun.objects.select_related("plan", "started_by"), pk=run_id)
+    template = "console/partials/run_live.html" if request.htmx else "console/run.html"
+    return render(request, template, _run_context(request, run))
+
+
+def _run_action(call: Callable[..., ReplayRun], success: str) -> Callable[..., HttpResponse]:
+    @require_POST
+    @capability_required(Capability.VIEW)  # the service checks the run capability
+    def view(request: HttpRequest, run_id: int) -> HttpResponse:
+        run = get_object_or_404(ReplayRun, pk=run_id)
+        try:
+            call(actor=request.user, run=run, reason=request.POST.get("reason", ""))
+        except NotPermitted as exc:
+            raise PermissionDenied(str(exc)) from None
+        except RecoveryError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, success)
+        return redirect("run-detail", run_id=run.pk)
+
+    return view
+
+
+run_pause = _run_action(services.run_pause, "Run paused.")
+run_resume = _run_action(services.run_resume, "Run resumed.")
+run_abort = _run_action(services.run_abort, "Run aborted.")
+
+
+@capability_required(Capability.VIEW)
+def runs(request: HttpRequest) -> HttpResponse:
+    return render(request, "console/runs.html", {"runs": ReplayRun.objects.select_related("plan")[:200]})

@@ -1,0 +1,469 @@
+"""The replay engine: worker jobs that move a run's ledger from pending to published.
+
+Each worker, in a loop:
+1. reads the run's control and phase (pause/abort seen within one limiter slice, < 1 s);
+2. claims a batch of ledger rows with a lease and a new fencing token per row (conditional
+   UPDATE ... FOR UPDATE SKIP LOCKED; expired leases are claimable again) - invariant 4;
+3. takes the batch's tokens from the run's one Redis limiter at the current phase's rate
+   (canary, ramp steps, full) - invariant 5;
+4. publishes through the target's adapter with broker confirmation per message - invariant 2,
+   each carrying x-replay-id, x-original-message-id and traceparent - invariant 3;
+5. records each outcome only while it still holds the row's token (row count checked): a worker
+   whose lease expired and whose rows were re-claimed records nothing - invariant 4.
+
+A worker that dies mid-batch leaves leased rows; they become claimable when the lease expires
+and are published again with the same x-replay-id (a consumer dedupes on it). The scheduler's
+watchdog re-enqueues workers of a running run whose heartbeats stopped. Stop conditions are
+evaluated at most once a second by whichever worker gets there first - invariant 6.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from recovery.audit.services import audit_record
+from recovery.brokers.registry import adapter_for
+from recovery.errors import RecoveryError
+from recovery.faults import fault_point
+from recovery.models import (
+    AttemptState,
+    AuditAction,
+    Broker,
+    DeadLetter,
+    LedgerEntry,
+    PlanItem,
+    PlanState,
+    ReplayPlan,
+    ReplayRun,
+    RunEvent,
+    RunState,
+)
+from recovery.replay import messages
+from recovery.replay.targets import as_target
+
+log = logging.getLogger(__name__)
+
+SLICE = 0.2  # seconds between control checks while waiting
+MAX_ATTEMPTS = 3  # publish attempts per letter before its ledger row is failed
+WORKER_SECONDS = 600  # a worker job re-enqueues itself after this long (jobs stay short)
+HEARTBEAT_TTL = 15
+
+
+def _redis() -> redis.Redis:
+    """Short timeouts and one retry: a dead Redis must not hold a worker past the 1 s stop."""
+    from recovery.replay.limiter import limiter_client
+
+    return limiter_client(settings.REDIS_URL)
+
+
+def _heartbeat_key(run_id: int, worker: int) -> str:
+    return f"recovery:replay:{run_id}:worker:{worker}"
+
+
+def enqueue_workers(run: ReplayRun) -> None:
+    """Enqueue the plan's number of workers (on commit of the caller's transaction)."""
+    from recovery.job_backend import enqueue
+    from recovery.jobs import replay_worker
+
+    for worker in range(run.plan.workers):
+        enqueue(replay_worker, run.pk, worker)
+
+
+def watchdog() -> list[tuple[int, int]]:
+    """Re-enqueue the workers of running runs whose heartbeat expired (a SIGKILLed worker, a
+    lost job). Claimed with SET NX so two schedulers enqueue one replacement."""
+    from recovery.job_backend import enqueue
+    from recovery.jobs import replay_worker
+
+    client = _redis()
+    restarted = []
+    for run in ReplayRun.objects.filter(state__in=(RunState.RUNNING, RunState.VERIFYING)).select_related("plan"):
+        for worker in range(run.plan.workers if run.state == RunState.RUNNING else 1):
+            if client.set(_heartbeat_key(run.pk, worker), "watchdog", nx=True, ex=HEARTBEAT_TTL):
+                with transaction.atomic():
+                    RunEvent.objects.create(run=run, kind="worker-restarted", message=f"worker {worker} re-enqueued")
+                    enqueue(replay_worker, run.pk, worker)
+                restarted.append((run.pk, worker))
+    return restarted
+
+
+@dataclass
+class Claimed:
+    ledger_id: int
+    letter_id: int
+    item_id: int
+    token: int
+
+
+class Worker:
+    """One worker of one run, for the length of a job."""
+
+    def __init__(self, run_id: int, number: int) -> None:
+        self.run_id = run_id
+        self.number = number
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{number}:{uuid.uuid4().hex[:8]}"
+        self.redis = _redis()
+        self.adapters: dict[int, Any] = {}
+        self.brokers = {}
+        self.consecutive_failures = 0
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> str:
+        from recovery.replay.limiter import LimiterUnavailable, RateLimiter
+
+        limiter = RateLimiter(self.redis, self.run_id)
+        deadline = time.monotonic() + WORKER_SECONDS
+        try:
+            while True:
+                self._beat()
+                run = ReplayRun.objects.select_related("plan").get(pk=self.run_id)
+                if run.control != "run":
+                    return run.control
+                if run.state == RunState.VERIFYING:
+                    return self._verify(run) if self.number == 0 else "verifying"
+                if run.state != RunState.RUNNING:
+                    return run.state
+                rate, allowance = self._phase(run)
+                if allowance == 0:
+                    self._sleep_checking(SLICE)
+                    continue
+                # A 1 s window may hold the rate plus one batch: batches of at most a tenth of the
+                # current rate keep every second within 110% of plan (invariant 5), ramp steps included.
+                size = min(run.plan.batch_size, max(1, int(rate // 10)))
+                batch = self._claim(run, size if allowance < 0 else min(size, allowance))
+                if not batch:
+                    if self._finished_publishing(run):
+                        continue  # the loop's next read sees VERIFYING
+                    self._sleep_checking(SLICE)  # others hold leases; expired ones come back
+                    continue
+                try:
+                    granted = limiter.wait_and_acquire(len(batch), rate, should_stop=self._stopping)
+                except LimiterUnavailable as exc:
+                    self._release(batch)  # nothing published without a token: wait for Redis
+                    self._event(run, "limiter-unavailable", str(exc))
+                    time.sleep(1)
+                    continue
+                if not granted:
+                    self._release(batch)
+                    continue
+                self._publish(run, batch)
+                self._maybe_check_stop_conditions(run)
+                if time.monotonic() > deadline:
+                    from recovery.job_backend import enqueue
+                    from recovery.jobs import replay_worker
+
+                    with transaction.atomic():
+                        enqueue(replay_worker, self.run_id, self.number)
+                    return "continued"
+        finally:
+            for adapter in self.adapters.values():
+                try:
+                    adapter.close()
+                except Exception:  # noqa: BLE001 - closing must not hide the loop's outcome
+                    log.exception("closing an adapter failed")
+            self.redis.delete(_heartbeat_key(self.run_id, self.number))
+
+    def _event(self, run: ReplayRun, kind: str, message: str, **data: Any) -> None:
+        RunEvent.objects.create(run=run, kind=kind, message=message[:1000], data=data)
+
+    def _beat(self) -> None:
+        try:
+            self.redis.set(_heartbeat_key(self.run_id, self.number), self.owner, ex=HEARTBEAT_TTL)
+        except redis.RedisError:
+            log.warning("heartbeat not written (Redis unreachable)")
+
+    def _stopping(self) -> bool:
+        self._beat()
+        state, control = ReplayRun.objects.filter(pk=self.run_id).values_list("state", "control").get()
+        return control != "run" or state != RunState.RUNNING
+
+    def _sleep_checking(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self._stopping():
+            time.sleep(min(SLICE, max(end - time.monotonic(), 0)))
+
+    # -- phases: canary, its window, ramp steps, full rate -------------------------------------
+
+    def _phase(self, run: ReplayRun) -> tuple[float, int]:
+        """(rate now, how many more rows may be claimed now; -1 = no cap, 0 = wait)."""
+        plan = run.plan
+        now = timezone.now()
+        elapsed = (now - (run.phase_started_at or now)).total_seconds()
+        if run.phase == "canary":
+            claimed = LedgerEntry.objects.filter(run=run, attempts__gt=0).count()
+            if claimed < plan.canary_count:
+                return float(plan.rate_per_second), plan.canary_count - claimed
+            if LedgerEntry.objects.filter(run=run, state=AttemptState.LEASED).exists():
+                return 0.0, 0  # the canary's last batch is still out
+            self._advance(run, "canary", "canary-window", f"canary of {claimed} published; watching")
+            return 0.0, 0
+        if run.phase == "canary-window":
+            if elapsed < plan.canary_window_seconds:
+                return 0.0, 0
+            failures = self._canary_verification(run)
+            if failures:
+                stop_run(run, reason="canary verification failed: " + "; ".join(failures), action="pause")
+                return 0.0, 0
+            self._advance(run, "canary-window", "ramp-0", "canary verified; ramping up")
+            return 0.0, 0
+        steps = plan.ramp_steps or []
+        if run.phase.startswith("ramp-"):
+            index = int(run.phase.split("-", 1)[1])
+            if index >= len(steps):
+                self._advance(run, run.phase, "full", "full rate")
+                return float(plan.rate_per_second), -1
+            if elapsed >= plan.ramp_interval_seconds and index + 1 <= len(steps):
+                following = f"ramp-{index + 1}" if index + 1 < len(steps) else "full"
+                self._advance(run, run.phase, following, f"step {steps[index]}% healthy; next: {following}")
+            return max(plan.rate_per_second * steps[index] / 100, 0.1), -1
+        return float(plan.rate_per_second), -1
+
+    def _advance(self, run: ReplayRun, current: str, following: str, message: str) -> None:
+        with transaction.atomic():
+            moved = ReplayRun.objects.filter(pk=run.pk, phase=current, state=RunState.RUNNING).update(
+                phase=following, phase_started_at=timezone.now()
+            )
+            if moved:
+                RunEvent.objects.create(run=run, kind="phase", message=message, data={"phase": following})
+
+    def _canary_verification(self, run: ReplayRun) -> list[str]:
+        from recovery.replay.verification import run_verification_step
+
+        failures = []
+        for step in run.plan.verifications or []:
+            result = run_verification_step(run, step)
+            if not result.ok and not getattr(result, "pending", False):
+                failures.append(f"{result.name}: {result.reason}")
+        return failures
+
+    # -- the ledger ----------------------------------------------------------------------------
+
+    def _claim(self, run: ReplayRun, limit: int) -> list[Claimed]:
+        """Lease up to ``limit`` rows: pending ones, or leased ones whose lease expired. During the
+        canary, claims are serialised per run so workers never overshoot its size."""
+        with transaction.atomic(), connection.cursor() as cursor:
+            if run.phase == "canary":
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [0x7265706C, run.pk])
+                claimed = LedgerEntry.objects.filter(run=run, attempts__gt=0).count()
+                limit = min(limit, run.plan.canary_count - claimed)
+                if limit <= 0:
+                    return []
+            cursor.execute(
+                "WITH picked AS (SELECT id FROM recovery_ledgerentry WHERE run_id = %s AND (state = 'pending' OR "
+                "(state = 'leased' AND lease_expires_at < now())) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "UPDATE recovery_ledgerentry l SET state = 'leased', lease_owner = %s, "
+                "lease_expires_at = now() + make_interval(secs => %s), fencing_token = l.fencing_token + 1, "
+                "attempts = l.attempts + 1 FROM picked WHERE l.id = picked.id "
+                "RETURNING l.id, l.letter_id, l.item_id, l.fencing_token",
+                [run.pk, limit, self.owner, settings.RECOVERY_REPLAY_LEASE_SECONDS],
+            )
+            rows = cursor.fetchall()
+        return sorted((Claimed(*row) for row in rows), key=lambda c: c.ledger_id)
+
+    def _release(self, batch: list[Claimed]) -> None:
+        """Give rows back untouched (paused before publishing): only while they are still ours."""
+        for claimed in batch:
+            LedgerEntry.objects.filter(
+                pk=claimed.ledger_id, state=AttemptState.LEASED, lease_owner=self.owner, fencing_token=claimed.token
+            ).update(state=AttemptState.PENDING, lease_owner="", lease_expires_at=None, attempts=F("attempts") - 1)
+
+    def _finished_publishing(self, run: ReplayRun) -> bool:
+        """No pending and no leased row left: move the run to verifying (once)."""
+        open_rows = LedgerEntry.objects.filter(run=run, state__in=(AttemptState.PENDING, AttemptState.LEASED))
+        if open_rows.exists():
+            return False
+        with transaction.atomic():
+            moved = ReplayRun.objects.filter(pk=run.pk, state=RunState.RUNNING).update(
+                state=RunState.VERIFYING, phase="verify", phase_started_at=timezone.now()
+            )
+            if moved:
+                RunEvent.objects.create(run=run, kind="phase", message="every letter published or failed; verifying")
+        return True
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def _adapter(self, broker_id: int) -> Any:
+        if broker_id not in self.adapters:
+            broker = Broker.objects.get(pk=broker_id)
+            self.brokers[broker_id] = broker
+            self.adapters[broker_id] = adapter_for(broker, timeout=10)
+        return self.adapters[broker_id]
+
+    def _publish(self, run: ReplayRun, batch: list[Claimed]) -> None:
+        items = PlanItem.objects.in_bulk([c.item_id for c in batch])
+        letters = DeadLetter.objects.in_bulk([c.letter_id for c in batch])
+        by_target: dict[tuple, list[Claimed]] = defaultdict(list)
+        for claimed in batch:
+            target = items[claimed.item_id].target
+            key = (target["broker"], target["name"], target.get("routing_key", ""), target.get("vhost", ""))
+            by_target[key].append(claimed)
+        for (broker_id, name, key, vhost), group in by_target.items():
+            target = as_target({"name": name, "routing_key": key, "vhost": vhost})
+            try:
+                adapter = self._adapter(broker_id)
+                kind = self.brokers[broker_id].kind
+                outgoing = [
+                    messages.outgoing(
+                        letters[c.letter_id], kind=kind, replay_id=items[c.item_id].replay_id, trace_id=run.trace_id,
+                        fifo=name.endswith(".fifo"),
+                    )
+                    for c in group
+                ]  # fmt: skip
+                results = adapter.publish(target, outgoing)
+            except RecoveryError as exc:
+                # The target is unreachable (connection lost, broker restarting): nothing was
+                # confirmed. The rows go back untouched - an outage burns no attempt - and this
+                # worker backs off before trying again, still obeying pause and abort.
+                self._drop_adapter(broker_id)
+                self._release(group)
+                self.consecutive_failures += 1
+                self._event(run, "target-unreachable", f"{len(group)} letter(s) not sent: {exc}",
+                            failures=self.consecutive_failures)  # fmt: skip
+                self._sleep_checking(min(2 ** min(self.consecutive_failures, 4) * 0.25, 5.0))
+                continue
+            fault_point("replay.after_publish")  # published, outcomes not recorded yet
+            self._record(
+                run, [(c, r.confirmed, r.error, r.broker_message_id) for c, r in zip(group, results, strict=True)]
+            )
+
+    def _drop_adapter(self, broker_id: int) -> None:
+        adapter = self.adapters.pop(broker_id, None)
+        if adapter is not None:
+            try:
+                adapter.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                log.debug("closing a broken adapter failed", exc_info=True)
+
+    def _record(self, run: ReplayRun, outcomes: list[tuple[Claimed, bool, str, str]]) -> None:
+        """Write each outcome only while this worker still holds the row's token (invariant 4).
+        A failed publish goes back to pending until MAX_ATTEMPTS, then the row is failed."""
+        now = timezone.now()
+        published = failed = 0
+        with transaction.atomic():
+            for claimed, confirmed, error, message_id in outcomes:
+                mine = LedgerEntry.objects.filter(
+                    pk=claimed.ledger_id, state=AttemptState.LEASED, lease_owner=self.owner,
+                    fencing_token=claimed.token,
+                )  # fmt: skip
+                if confirmed:
+                    published += mine.update(
+                        state=AttemptState.PUBLISHED, published_at=now, broker_message_id=message_id[:300], error=""
+                    )
+                else:
+                    final = mine.filter(attempts__gte=MAX_ATTEMPTS).update(
+                        state=AttemptState.FAILED, error=error[:2000]
+                    )
+                    failed += final
+                    if not final:
+                        mine.update(
+                            state=AttemptState.PENDING, lease_owner="", lease_expires_at=None, error=error[:2000]
+                        )
+            if published or failed:
+                ReplayRun.objects.filter(pk=run.pk).update(
+                    published=F("published") + published, failed=F("failed") + failed
+                )
+            errors = [error for _c, confirmed, error, _m in outcomes if not confirmed]
+            if errors:
+                self.consecutive_failures += len(errors)
+                RunEvent.objects.create(
+                    run=run,
+                    kind="publish-error",
+                    message=f"{len(errors)} of {len(outcomes)} not confirmed: {errors[0]}"[:1000],
+                )
+            else:
+                self.consecutive_failures = 0
+
+    # -- stop conditions and verification -----------------------------------------------------
+
+    def _maybe_check_stop_conditions(self, run: ReplayRun) -> None:
+        try:
+            if not self.redis.set(f"recovery:replay:{run.pk}:stopcheck", self.owner, nx=True, px=1000):
+                return
+        except redis.RedisError:
+            pass  # without Redis every worker checks: slower, still correct
+        from recovery.replay.stop_conditions import evaluate_stop_conditions
+
+        tripped = [r for r in evaluate_stop_conditions(run) if not r.ok]
+        if tripped:
+            action = "abort" if any(r.details.get("action") == "abort" for r in tripped) else "pause"
+            stop_run(run, reason="; ".join(f"{r.name}: {r.reason}" for r in tripped), action=action)
+
+    def _verify(self, run: ReplayRun) -> str:
+        """Worker 0 walks the verification steps (each may wait for its window) and ends the run."""
+        from recovery.replay.verification import run_verification_step
+
+        steps = run.plan.verifications or []
+        while True:
+            results = [run_verification_step(run, step) for step in steps]
+            if not any(getattr(r, "pending", False) for r in results):
+                break
+            self._beat()
+            if ReplayRun.objects.filter(pk=run.pk).values_list("control", flat=True).get() != "run":
+                return "stopped"
+            time.sleep(SLICE * 5)
+        evidence = [{"step": r.name, "ok": r.ok, "reason": r.reason, "details": r.details} for r in results]
+        run.refresh_from_db()
+        if run.failed:
+            state, summary = RunState.FAILED, f"{run.failed} letter(s) could not be published"
+        elif all(r.ok for r in results):
+            state, summary = RunState.VERIFIED, "verified" if steps else "published; no verification step configured"
+        else:
+            state, summary = (
+                RunState.VERIFICATION_FAILED,
+                "; ".join(f"{r.name}: {r.reason}" for r in results if not r.ok),
+            )
+        finish_run(run, state=state, summary=summary, evidence=evidence)
+        return state
+
+
+def stop_run(run: ReplayRun, *, reason: str, action: str) -> bool:
+    """A stop condition tripped: pause (resumable) or stop for good. Only the first caller wins."""
+    state = RunState.STOPPED if action == "abort" else RunState.PAUSED
+    with transaction.atomic():
+        moved = ReplayRun.objects.filter(pk=run.pk, state=RunState.RUNNING).update(
+            state=state, control="abort" if action == "abort" else "pause", stop_reason=reason[:2000],
+            finished_at=timezone.now() if action == "abort" else None,
+        )  # fmt: skip
+        if not moved:
+            return False
+        if action == "abort":
+            ReplayPlan.objects.filter(pk=run.plan_id).update(state=PlanState.FINISHED)
+        RunEvent.objects.create(run=run, kind="stop-condition", message=f"{action}: {reason}"[:1000],
+                                data={"action": action})  # fmt: skip
+        audit_record(actor="replay", action=AuditAction.RUN_STOPPED, obj=run,
+                     summary=f"run {run.pk} {'stopped' if action == 'abort' else 'paused'} by a stop condition",
+                     reason=reason[:2000])  # fmt: skip
+    return True
+
+
+def finish_run(run: ReplayRun, *, state: str, summary: str, evidence: list[dict[str, Any]]) -> bool:
+    with transaction.atomic():
+        moved = ReplayRun.objects.filter(pk=run.pk, state=RunState.VERIFYING).update(
+            state=state, finished_at=timezone.now(), verification=evidence, phase="done"
+        )
+        if not moved:
+            return False
+        ReplayPlan.objects.filter(pk=run.plan_id).update(state=PlanState.FINISHED)
+        RunEvent.objects.create(run=run, kind="finished", message=f"{state}: {summary}"[:1000])
+        audit_record(
+            actor="replay",
+            action=AuditAction.RUN_FINISHED,
+            obj=run,
+            summary=f"run {run.pk} ended {state}: {summary}"[:500],
+            after={"state": state, "published": run.published, "failed": run.failed, "evidence": evidence},
+        )
+    return True
