@@ -145,7 +145,8 @@ def plan_preconditions(request: HttpRequest, plan_id: int) -> HttpResponse:
     from recovery.replay.preconditions import evaluate_preconditions
 
     plan = get_object_or_404(ReplayPlan, pk=plan_id)
-    results = evaluate_preconditions(plan, stage="page") if PlanItem.objects.filter(plan=plan).exists() else []
+    stage = "approve" if plan.state == PlanState.SUBMITTED else "run" if plan.state == PlanState.RUNNING else "start"
+    results = evaluate_preconditions(plan, stage=stage) if PlanItem.objects.filter(plan=plan).exists() else []
     overridden = set(plan.overrides.filter(content_hash=plan.content_hash).values_list("check_name", flat=True))
     return render(
         request,

@@ -60,6 +60,7 @@ SLICE = 0.2  # seconds between control checks while waiting
 MAX_ATTEMPTS = 3  # publish attempts per letter before its ledger row is failed
 WORKER_SECONDS = 600  # a worker job re-enqueues itself after this long (jobs stay short)
 HEARTBEAT_TTL = 15
+RUN_STAGE_PRECONDITIONS = {"time_window", "http_health", "target_depth_below"}
 
 
 def _redis() -> redis.Redis:
@@ -389,15 +390,27 @@ class Worker:
 
     # -- stop conditions and verification -----------------------------------------------------
 
-    def _maybe_check_stop_conditions(self, run: ReplayRun) -> None:
+    def _due(self, run: ReplayRun, what: str, *, seconds: float) -> bool:
+        """True for one worker of the run every ``seconds`` (without Redis: for every worker)."""
         try:
-            if not self.redis.set(f"recovery:replay:{run.pk}:stopcheck", self.owner, nx=True, px=1000):
-                return
+            return bool(self.redis.set(f"recovery:replay:{run.pk}:{what}", self.owner, nx=True, px=int(seconds * 1000)))
         except redis.RedisError:
-            pass  # without Redis every worker checks: slower, still correct
+            return True
+
+    def _maybe_check_stop_conditions(self, run: ReplayRun) -> None:
+        if not self._due(run, "stopcheck", seconds=1):
+            return
         from recovery.replay.stop_conditions import evaluate_stop_conditions
 
         tripped = [r for r in evaluate_stop_conditions(run) if not r.ok]
+        if self._due(run, "preconditions", seconds=10):
+            # Preconditions that make sense during a run (a closing time window, a failing health
+            # check, a target filling up) pause it like a stop condition; overrides still hold. An
+            # unreachable target is not among them: publishing retries with backoff, and the
+            # consecutive_failures stop condition is the plan's say on how long to keep trying.
+            from recovery.replay.selectors import failing_preconditions
+
+            tripped += [r for r in failing_preconditions(run.plan, stage="run") if r.name in RUN_STAGE_PRECONDITIONS]
         if tripped:
             action = "abort" if any(r.details.get("action") == "abort" for r in tripped) else "pause"
             stop_run(run, reason="; ".join(f"{r.name}: {r.reason}" for r in tripped), action=action)

@@ -45,6 +45,7 @@ from recovery.replay.checks import (
 )
 
 PUBLISH_ERROR_EVENT = "publish-error"  # written by recovery.replay.engine for a batch with failures
+UNREACHABLE_EVENT = "target-unreachable"  # the engine could not reach the target at all (one failure each)
 MAX_WINDOW_S = 24 * 3600
 RATE_PARAMS = (
     Param("max_percent", number(0, 100)),
@@ -143,7 +144,9 @@ def consecutive_failures(run: ReplayRun, now: datetime, params: dict[str, Any]) 
     """More than ``max`` publish attempts failed in a row: the failed attempts recorded (run
     events) since the run's last confirmed publish, across all its workers."""
     last_publish = LedgerEntry.objects.filter(run=run).aggregate(at=Max("published_at"))["at"]
-    events = RunEvent.objects.filter(run=run, kind=PUBLISH_ERROR_EVENT, at__lte=now).order_by("-at", "-id")
+    events = RunEvent.objects.filter(run=run, kind__in=(PUBLISH_ERROR_EVENT, UNREACHABLE_EVENT), at__lte=now).order_by(
+        "-at", "-id"
+    )
     if last_publish is not None:
         events = events.filter(at__gt=last_publish)
     streak, last_error, counted = 0, "", "{}"
