@@ -15,6 +15,7 @@ NAVIGATION: list[tuple[str, str | None, Capability]] = [
     ("Dead letters", "dead-letters", Capability.VIEW),
     ("Groups", "groups", Capability.VIEW),
     ("Runbooks", "runbooks", Capability.VIEW),
+    ("Rules", "rules", Capability.VIEW),
     ("Plans", "plans", Capability.VIEW),
     ("Runs", "runs", Capability.VIEW),
     ("Drills", None, Capability.VIEW),

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console.views import audit, brokers, health, letters, overview, replay, settings_pages, triage
+from console.views import audit, brokers, health, letters, overview, replay, rules, settings_pages, triage
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
@@ -50,6 +50,17 @@ urlpatterns = [
     path("audit/verification/", audit.audit_verification_status, name="audit-verification"),
     path("audit/history/<str:object_type>/<str:object_id>/", audit.object_history, name="audit-history"),
     path("settings/", settings_pages.settings_page, name="settings"),
+    path("settings/rules/", rules.rules_page, name="rules"),
+    path("settings/rules/new/", rules.rule_edit, name="rule-new"),
+    path("settings/rules/<int:rule_id>/", rules.rule_edit, name="rule-edit"),
+    path("settings/rules/<int:rule_id>/move/", rules.rule_move, name="rule-move"),
+    path("settings/rules/<int:rule_id>/toggle/", rules.rule_toggle, name="rule-toggle"),
+    path("settings/rules/<int:rule_id>/delete/", rules.rule_remove, name="rule-delete"),
+    path("settings/rules/preview/", rules.rule_preview_partial, name="rule-preview"),
+    path("settings/rules/condition-row/", rules.condition_row, name="rule-condition-row"),
+    path("settings/rules/defaults/", rules.rules_install_defaults, name="rules-install-defaults"),
+    path("settings/rules/reclassify/", rules.rules_reclassify, name="rules-reclassify"),
+    path("settings/rules/progress/", rules.reclassify_progress, name="rules-progress"),
     path("settings/users/<int:user_id>/roles/", settings_pages.user_roles_update, name="user-roles-update"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

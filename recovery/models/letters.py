@@ -168,7 +168,8 @@ class DeadLetter(models.Model):
             models.Index(fields=["fingerprint", "captured_at"], name="letter_fingerprint_idx"),
             models.Index(fields=["category", "-captured_at"], name="letter_category_idx"),
             models.Index(fields=["expires_at"], name="letter_expiry_idx", condition=models.Q(expires_at__isnull=False)),
-            models.Index(fields=["content_hash"], name="letter_content_hash_idx"),
+            # duplicates: the first letter with this body and origin (recovery.classification.store)
+            models.Index(fields=["content_hash", "origin", "id"], name="letter_duplicate_idx"),
             models.Index(fields=["replay_id"], name="letter_replay_id_idx", condition=~models.Q(replay_id="")),
             models.Index(fields=["id"], name="letter_unclassified_idx", condition=models.Q(classified_by="")),
             GinIndex(fields=["search_text"], name="letter_search_trgm_idx", opclasses=["gin_trgm_ops"]),

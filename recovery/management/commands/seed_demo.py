@@ -18,6 +18,7 @@ from django.utils.text import slugify
 from recovery.accounts.services import demo_users_ensure
 from recovery.brokers.services import dlq_save, local_brokers_configure
 from recovery.capture.services import capture_pass_request, capture_pass_run
+from recovery.classification.services import default_rules_install
 from recovery.models import Broker, CaptureTrigger, DeadLetterQueue
 
 
@@ -56,6 +57,8 @@ class Command(BaseCommand):
         if existing:
             self.stdout.write(f"Demo users already exist: {', '.join(existing)} (passwords in {path})")
         self.stdout.write(f"Brokers configured: {', '.join(b.name for b in brokers) or 'none'}")
+        rules = default_rules_install(actor="seed_demo")
+        self.stdout.write(f"Default classification rules installed: {len(rules)}")
         if options["dlqs"]:
             self._configure_dlqs(json.loads(Path(options["dlqs"]).read_text()))
 

@@ -168,9 +168,7 @@ def _classification_calls(admin: Any) -> dict[str, Callable[[], Any]]:
         "recovery.classification.services.default_rules_install": lambda: classification.default_rules_install(
             actor=admin
         ),
-        "recovery.classification.services.reclassify_request": lambda: classification.reclassify_request(
-            actor=admin
-        ),
+        "recovery.classification.services.reclassify_request": lambda: classification.reclassify_request(actor=admin),
         "recovery.classification.services.reclassify_run": reclassify_run,
     }
 
