@@ -48,6 +48,7 @@ INT_FIELDS = (
 def _plan_context(request: HttpRequest, plan: ReplayPlan, form: dict[str, Any] | None = None) -> dict[str, Any]:
     selection = LetterFilter.from_json(plan.selection)
     user = request.user
+    valid = replay_selectors.valid_approvals(plan) if plan.content_hash else []
     editable = plan.state in (PlanState.DRAFT, PlanState.SUBMITTED, PlanState.APPROVED, PlanState.REJECTED)
     item_counts = dict(PlanItem.objects.filter(plan=plan).values_list("state").annotate(n=Count("id")))
     exclusions = (
@@ -64,12 +65,14 @@ def _plan_context(request: HttpRequest, plan: ReplayPlan, form: dict[str, Any] |
         "item_counts": item_counts,
         "exclusions": list(exclusions),
         "approvals": plan.approvals.select_related("approver").order_by("created_at"),
-        "valid_approvals": len(replay_selectors.valid_approvals(plan)) if plan.content_hash else 0,
+        "valid_approvals": len(valid) if plan.content_hash else 0,
+        "approved_by_me": any(a.approver_id == user.pk for a in valid),
         "overrides": plan.overrides.select_related("admin").filter(content_hash=plan.content_hash),
         "runs": plan.runs.order_by("-created_at"),
         "runbooks": triage_selectors.selection_runbooks(selection),
         "events": audit_timeline(object_type="recovery.replayplan", object_id=str(plan.pk)),
         "brokers": Broker.objects.order_by("name"),
+        "configured": _configured(plan),
         "form": form or _form_values(plan),
         "can_edit": editable and user_can(user, Capability.PLAN),
         "can_approve": plan.state in (PlanState.SUBMITTED, PlanState.APPROVED)
@@ -78,6 +81,27 @@ def _plan_context(request: HttpRequest, plan: ReplayPlan, form: dict[str, Any] |
         "can_start": plan.state == PlanState.APPROVED and user_can(user, Capability.RUN),
         "can_override": plan.state in (PlanState.SUBMITTED, PlanState.APPROVED) and user_can(user, Capability.MANAGE),
     }
+
+
+def _configured(plan: ReplayPlan) -> list[tuple[str, list[str]]]:
+    """The plan's own checks as short lines (``name: param=value, ...``), so an approver sees what
+    will stop and verify the run without reading JSON."""
+    rows = []
+    for label, field, key in (
+        ("Own preconditions", "preconditions", "check"),
+        ("Stop conditions", "stop_conditions", "condition"),
+        ("Verification", "verifications", "step"),
+    ):
+        entries = getattr(plan, field) or []
+        lines = []
+        for entry in entries if isinstance(entries, list) else [entries]:
+            if not isinstance(entry, dict):
+                lines.append(str(entry))
+                continue
+            params = ", ".join(f"{k}={v}" for k, v in entry.items() if k != key)
+            lines.append(f"{entry.get(key, '?')}" + (f": {params}" if params else ""))
+        rows.append((label, lines))
+    return rows
 
 
 def _dry_run(plan: ReplayPlan) -> dict[str, Any]:
@@ -154,6 +178,8 @@ def plan_preconditions(request: HttpRequest, plan_id: int) -> HttpResponse:
         {
             "results": results,
             "overridden": overridden,
+            "blocking": [r.name for r in results if not r.ok and r.name not in overridden],
+            "checked_at": timezone.now(),
             "plan": plan,
             "can_override": user_can(request.user, Capability.MANAGE),
         },
@@ -231,11 +257,22 @@ def _run_context(request: HttpRequest, run: ReplayRun) -> dict[str, Any]:
     start = timezone.now().replace(microsecond=0) - timedelta(seconds=59)
     achieved = [per_second.get(start + timedelta(seconds=i), 0) for i in range(60)]
     active = run.state in (RunState.PENDING, RunState.RUNNING, RunState.PAUSED, RunState.VERIFYING)
+    left = max(run.total - done, 0)
+    elapsed = ((run.finished_at or timezone.now()) - run.started_at).total_seconds() if run.started_at else None
     return {
         "run": run,
         "plan": run.plan,
         "counts": counts,
         "percent": int(done * 100 / run.total) if run.total else 100,
+        "phase": _phase_label(run) if active else "",
+        "elapsed": _duration(elapsed) if elapsed is not None else "",
+        "eta_seconds": round(left / run.plan.rate_per_second) if run.state == RunState.RUNNING and left else None,
+        "recent_rate": _recent_rate(run, elapsed or 0),
+        "evidence": [
+            {**step, "details_json": json.dumps(step.get("details") or {}, indent=1, sort_keys=True, default=str)}
+            for step in (run.verification if isinstance(run.verification, list) else [])
+            if isinstance(step, dict)
+        ],
         "achieved": achieved,
         "chart": triage_selectors.chart_points([*achieved, run.plan.rate_per_second], width=600, height=100),
         "planned_y": 100 - 100 * run.plan.rate_per_second / max(max(achieved), run.plan.rate_per_second, 1),
@@ -244,6 +281,37 @@ def _run_context(request: HttpRequest, run: ReplayRun) -> dict[str, Any]:
         "active": active,
         "can_run": user_can(request.user, Capability.RUN),
     }
+
+
+def _recent_rate(run: ReplayRun, elapsed: float, window: float = 5.0) -> float:
+    """Messages per second confirmed over the last ``window`` seconds (or since the start)."""
+    window = min(window, max(elapsed, 1.0))
+    since = timezone.now() - timedelta(seconds=window)
+    return LedgerEntry.objects.filter(run=run, published_at__gte=since).count() / window
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(max(int(seconds), 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    return " ".join(f"{n} {unit}" for n, unit in ((hours, "h"), (minutes, "min"), (secs, "s")) if n) or "0 s"
+
+
+def _phase_label(run: ReplayRun) -> str:
+    """The engine's phase (canary, canary-window, ramp-N, full, verify) in words."""
+    plan, phase = run.plan, run.phase or ""
+    steps = plan.ramp_steps or []
+    if phase == "canary":
+        return f"canary: the first {plan.canary_count:,} letters"
+    if phase == "canary-window":
+        return f"canary out; watching it for {plan.canary_window_seconds} s before going on"
+    if phase.startswith("ramp-") and phase[5:].isdigit() and int(phase[5:]) < len(steps):
+        index = int(phase[5:])
+        return f"ramp step {index + 1} of {len(steps)}: {steps[index]}% of the planned rate"
+    if phase.startswith("ramp-") or phase == "full":
+        return "full rate"
+    if phase == "verify":
+        return "every letter sent; running the verification steps"
+    return phase
 
 
 @capability_required(Capability.VIEW)
@@ -278,4 +346,4 @@ run_abort = _run_action(services.run_abort, "Run aborted.")
 
 @capability_required(Capability.VIEW)
 def runs(request: HttpRequest) -> HttpResponse:
-    return render(request, "console/runs.html", {"runs": ReplayRun.objects.select_related("plan")[:200]})
+    return render(request, "console/runs.html", {"runs": ReplayRun.objects.select_related("plan", "started_by")[:200]})

@@ -433,7 +433,8 @@ class Worker:
         if run.failed:
             state, summary = RunState.FAILED, f"{run.failed} letter(s) could not be published"
         elif all(r.ok for r in results):
-            state, summary = RunState.VERIFIED, "verified" if steps else "published; no verification step configured"
+            state = RunState.VERIFIED
+            summary = f"all {len(steps)} verification step(s) passed" if steps else "no verification step configured"
         else:
             state, summary = (
                 RunState.VERIFICATION_FAILED,

@@ -59,7 +59,8 @@ def evaluate_stop_conditions(run: ReplayRun, *, now: datetime | None = None) -> 
     results = run_checks(CheckKind.STOP_CONDITIONS, run.plan.stop_conditions or [], run, now)
     out = []
     for result in results:
-        action = result.details.get("params", {}).get("action")
+        params = result.details.get("params")
+        action = params.get("action") if isinstance(params, dict) else None  # an invalid entry has none
         action = action if action in ("pause", "abort") else "pause"
         out.append(replace(result, details={**result.details, "action": action}))
     return out

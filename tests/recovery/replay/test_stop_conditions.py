@@ -280,3 +280,19 @@ def test_every_result_carries_its_action(running) -> None:
     assert [(r.name, r.details["action"]) for r in results] == [
         ("redeadletter_rate", "pause"), ("publish_error_rate", "abort"), ("max_duration", "pause"),
     ]  # fmt: skip
+
+
+def test_an_invalid_stored_entry_trips_instead_of_raising(running) -> None:
+    """Data written past the plan form (not a JSON object) must not break the run page or the
+    worker: it is a failed result, so the run pauses with a reason."""
+    run, _items, now = running(["not an object"])
+    result = _one(run, now)
+    assert not result.ok and result.details["action"] == "pause"
+
+
+def test_unreachable_target_attempts_count_as_consecutive_failures(running) -> None:
+    run, _items, now = running([{"condition": "consecutive_failures", "max": 2}])
+    for seconds in (30, 20, 10):
+        event = RunEvent.objects.create(run=run, kind="target-unreachable", message="5 letter(s) not sent: down")
+        RunEvent.objects.filter(pk=event.pk).update(at=now - timedelta(seconds=seconds))
+    assert not _one(run, now).ok

@@ -1,0 +1,297 @@
+"""In headless Chromium, against a real RabbitMQ: an operator builds a replay plan from letters
+captured off a real dead-letter queue (dry run, target override, rate plan), an approver approves
+it after watching its preconditions load, the operator starts the run, watches it progress without
+reloading, pauses and resumes it and sees it end verified with its evidence; a viewer sees the run
+without controls and is refused when posting directly.
+
+The run's worker jobs are performed by a background thread that takes them off the real RQ queue,
+exactly as ``run_start`` and ``run_resume`` enqueued them (see ``JobRunner``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import django_rq
+import pytest
+from django.db import connection
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+from rq import Queue
+from rq.exceptions import DequeueTimeout
+
+from recovery.brokers.base import DlqAddress
+from recovery.brokers.registry import adapter_for
+from recovery.models import (
+    RUN_ACTIVE,
+    AttemptState,
+    DeadLetter,
+    Disposition,
+    LedgerEntry,
+    PlanItem,
+    ReplayPlan,
+    ReplayRun,
+    RunState,
+)
+from recovery.permissions import Role
+from tests.brokers.harness import RabbitHarness
+from tests.browser.helpers import sign_in
+from tests.conftest import PASSWORD
+from tests.helpers import wait_until
+from tests.recovery.replay.helpers import captured_letters
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+LETTERS = 50  # one page of the letters list: every one can be picked
+HELD = 2  # of them on hold: the dry run excludes them
+RATE = 20  # msg/s in batches of 2, after a first ramp step at half the rate: the run takes a few
+RAMP = "50, 100"  # seconds, and the operator pauses it during its first step
+RAMP_INTERVAL = 3
+STOP_CONDITIONS = [{"condition": "publish_error_rate", "max_percent": 10, "window_s": 60}]
+VERIFICATIONS = [
+    {"step": "no_redeadletter_within", "seconds": 2},
+    {"step": "target_depth_below_within", "max": 1000, "seconds": 10},
+]
+
+
+class JobRunner(threading.Thread):
+    """Performs the console's background jobs as an RQ worker would: takes each job off the real
+    queue and runs it. An RQ worker cannot run here: it installs signal handlers, which only the
+    main thread may do, and the main thread drives the browser while the run progresses (pause
+    and resume must happen during the run, and resume must enqueue a fresh worker job, so the
+    test takes the jobs the console enqueued rather than calling the engine itself)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.queue: Queue = django_rq.get_queue("default")
+        self.stopping = threading.Event()
+        self.busy = threading.Event()
+        self.performed: list[str] = []
+        self.errors: list[BaseException] = []
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                try:
+                    job, _queue = Queue.dequeue_any([self.queue], timeout=1, connection=self.queue.connection)
+                except DequeueTimeout:
+                    continue
+                self.busy.set()
+                try:
+                    job.perform()
+                    self.performed.append(f"{job.func_name}{tuple(job.args)}")
+                except BaseException as exc:  # noqa: BLE001 - reported by the test
+                    self.errors.append(exc)
+                finally:
+                    self.busy.clear()
+        finally:
+            connection.close()  # a thread's own database connection; the test database is dropped later
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=15)
+        assert not self.is_alive(), "the job runner did not stop"
+
+
+@pytest.fixture
+def rabbit(db) -> Iterator[RabbitHarness]:
+    harness = RabbitHarness()
+    yield harness
+    harness.cleanup()
+
+
+@pytest.fixture
+def jobs(settings, test_redis) -> Iterator[JobRunner]:
+    settings.RECOVERY_JOB_BACKEND = "rq"
+    runner = JobRunner()
+    yield runner
+    if runner.is_alive():  # the test failed mid-run: tell its worker to stop (it checks within 1 s)
+        ReplayRun.objects.filter(state__in=RUN_ACTIVE).update(control="abort", state=RunState.ABORTED)
+        runner.stop()
+    assert not runner.errors, runner.errors
+
+
+class People:
+    """One browser context per person (their own cookies), signed in; all closed at teardown,
+    before the live server's settings are restored, so no page keeps polling a stopped server."""
+
+    def __init__(self, browser: Browser, base: str) -> None:
+        self.browser, self.base = browser, base
+        self.contexts: list[BrowserContext] = []
+        self.errors: list[str] = []
+
+    def sign_in(self, username: str) -> Page:
+        context = self.browser.new_context()
+        self.contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: self.errors.append(f"{username}: {exc}"))
+        sign_in(page, self.base, username, PASSWORD)
+        expect(page.get_by_test_id("username")).to_have_text(username)
+        return page
+
+    def close(self, page: Page) -> None:
+        page.context.close()
+        self.contexts.remove(page.context)
+
+
+@pytest.fixture
+def people(browser: Browser, live_server) -> Iterator[People]:
+    made = People(browser, live_server.url)
+    yield made
+    for context in made.contexts:
+        context.close()
+    assert not made.errors, f"JavaScript errors on the pages: {made.errors}"
+
+
+def _post(page: Page, url: str) -> int:
+    token = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    return page.request.post(url, headers={"X-CSRFToken": token, "Referer": url}, max_redirects=0).status
+
+
+def test_author_approver_and_operator_replay_a_rabbitmq_dlq(live_server, make_user, rabbit, jobs, people) -> None:
+    base = live_server.url
+    _dlq, letters = captured_letters(rabbit, LETTERS, prefix="browser")  # every one replayable
+    DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters[:HELD]]).update(disposition=Disposition.HOLD)
+    target_queue = rabbit.new_queue()
+    make_user(Role.OPERATOR, username="olga")
+    make_user(Role.APPROVER, username="abe")
+    make_user(Role.VIEWER, username="vera")
+
+    # -- the author picks the letters and drafts a plan; the dry run says what would happen ------
+    page = people.sign_in("olga")
+    page.get_by_role("link", name="Dead letters").click()
+    expect(page.locator("tr[data-letter]")).to_have_count(LETTERS)
+    for box in page.locator("input[name=id]").all():
+        box.check()
+    page.get_by_test_id("plan-name").fill("Replay the browser DLQ")
+    page.get_by_test_id("plan-create").click()
+    expect(page.get_by_test_id("plan-selection")).to_contain_text(f"{LETTERS} picked letter(s)")
+    plan = ReplayPlan.objects.get()
+    dry_run = page.get_by_test_id("dry-run")
+    expect(dry_run).to_contain_text(f"0 letters would be replayed, {LETTERS} excluded")
+    expect(dry_run).to_contain_text("no target")  # letters put straight on the DLQ name no origin
+
+    form = page.get_by_test_id("plan-form")
+    form.get_by_label("Reason").fill("the card service is back; replay what it dropped")
+    form.get_by_label("Broker").select_option(label=f"{rabbit.broker.name} (rabbitmq)")
+    form.get_by_label("Routing key (RabbitMQ)").fill(target_queue)
+    form.get_by_label("Messages per second").fill(str(RATE))
+    form.get_by_label("Batch size").fill("2")
+    form.get_by_label("Ramp steps").fill(RAMP)
+    form.get_by_label("Ramp interval").fill(str(RAMP_INTERVAL))
+    form.get_by_label("Stop conditions (JSON)").fill(json.dumps(STOP_CONDITIONS))
+    form.get_by_label("Verification steps (JSON)").fill(json.dumps(VERIFICATIONS))
+    page.get_by_test_id("plan-save").click()
+    expect(page.locator(".messages")).to_contain_text("Plan saved.")
+    expect(dry_run).to_contain_text(f"{LETTERS - HELD} letters would be replayed, {HELD} excluded")
+    expect(dry_run).to_contain_text("disposition hold")
+    expect(dry_run).to_contain_text(target_queue)
+
+    page.get_by_test_id("plan-submit").click()
+    expect(page.get_by_test_id("plan-state")).to_have_text("Submitted for approval")
+    expect(page.get_by_test_id("plan-items")).to_contain_text(f"{LETTERS - HELD} to replay, {HELD} excluded")
+    expect(page.get_by_test_id("plan-approve")).to_have_count(0)  # four eyes: not the author's to approve
+    expect(page.get_by_test_id("approval-note")).to_contain_text("as its author you cannot approve")
+    expect(page.get_by_test_id("run-start")).to_have_count(0)
+
+    # -- the approver sees the preconditions evaluated live, then approves ----------------------
+    approver = people.sign_in("abe")
+    approver.goto(f"{base}/plans/{plan.pk}/")
+    expect(approver.get_by_test_id("plan-stop-conditions")).to_contain_text("publish_error_rate")
+    expect(approver.get_by_test_id("plan-verification")).to_contain_text("no_redeadletter_within: seconds=2")
+    preconditions = approver.get_by_test_id("preconditions")  # loaded over HTMX, evaluated now
+    expect(preconditions.get_by_test_id("preconditions-summary")).to_contain_text(re.compile(r"All \d+ pass"))
+    assert preconditions.locator("tr[data-check]").count() >= 6
+    expect(preconditions.locator("tr[data-ok=false]")).to_have_count(0)
+    expect(preconditions.locator("tr[data-check=target_reachable]")).to_contain_text("1 target on 1 broker reachable")
+    expect(approver.get_by_test_id("run-start")).to_have_count(0)  # approving is not running
+    approver.get_by_label("approval comment").fill("targets checked, go")
+    approver.get_by_test_id("plan-approve").click()
+    expect(approver.get_by_test_id("plan-state")).to_have_text("Approved")
+    expect(approver.get_by_test_id("plan-approvals")).to_contain_text("1 of 1 valid")
+    expect(approver.get_by_test_id("plan-approve")).to_have_count(0)  # this version is approved
+    people.close(approver)
+
+    # -- the operator starts the run and watches it without reloading --------------------------
+    page.reload()
+    expect(page.get_by_test_id("plan-state")).to_have_text("Approved")
+    page.get_by_test_id("run-start").click()
+    expect(page.get_by_test_id("run-state")).to_have_text("Running")
+    run = ReplayRun.objects.get(plan=plan)
+    assert run.total == LETTERS - HELD
+    expect(page.get_by_test_id("run-published")).to_have_text("0")
+    expect(page.get_by_test_id("run-phase")).to_contain_text("ramp step 1 of 2: 50% of the planned rate")
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+    jobs.start()  # the worker comes up: progress arrives over HTMX polling
+    expect(page.get_by_test_id("run-published")).not_to_have_text("0", timeout=10_000)
+    assert page.evaluate("window.sameDocument") is True
+
+    page.get_by_test_id("run-pause").click()
+    expect(page.get_by_test_id("run-state")).to_have_text("Paused", timeout=2_000)
+    assert wait_until(lambda: not jobs.busy.is_set(), timeout=2), "the worker did not stop within 2 s of the pause"
+    paused_at = ReplayRun.objects.get(pk=run.pk).published
+    assert 0 < paused_at < run.total
+    assert not LedgerEntry.objects.filter(run=run, state=AttemptState.LEASED).exists()
+    time.sleep(1.5)
+    assert ReplayRun.objects.get(pk=run.pk).published == paused_at
+    expect(page.get_by_test_id("run-published")).to_have_text(str(paused_at))
+    expect(page.get_by_test_id("run-resume")).to_be_visible()
+    expect(page.get_by_test_id("run-pause")).to_have_count(0)
+    page.get_by_test_id("abort-reason").fill("thinking about it")  # the polling must not wipe it
+    page.wait_for_timeout(2_500)
+    expect(page.get_by_test_id("abort-reason")).to_have_value("thinking about it")
+    expect(page.get_by_test_id("abort-reason")).to_be_focused()
+    page.get_by_test_id("abort-reason").fill("")
+
+    # -- a viewer sees the paused run but cannot control it ------------------------------------
+    viewer = people.sign_in("vera")
+    viewer.get_by_role("link", name="Runs").click()
+    viewer.locator(f"tr[data-run='{run.pk}'] a").first.click()
+    expect(viewer.get_by_test_id("run-state")).to_have_text("Paused")
+    expect(viewer.get_by_test_id("run-published")).to_have_text(str(paused_at))
+    expect(viewer.get_by_test_id("run-controls")).to_have_count(0)
+    for control in ("run-pause", "run-resume", "run-abort"):
+        expect(viewer.get_by_test_id(control)).to_have_count(0)
+    assert _post(viewer, f"{base}/runs/{run.pk}/pause/") == 403
+    assert _post(viewer, f"{base}/runs/{run.pk}/resume/") == 403
+    people.close(viewer)
+    assert ReplayRun.objects.get(pk=run.pk).state == RunState.PAUSED
+
+    # -- the operator resumes and sees the run verified, with its evidence ----------------------
+    page.get_by_test_id("run-resume").click()
+    expect(page.get_by_test_id("run-state")).to_have_text(re.compile("Running|Verifying"))
+    page.evaluate("window.sameDocument = true")
+    expect(page.get_by_test_id("run-state")).to_have_text("Verified", timeout=30_000)
+    assert page.evaluate("window.sameDocument") is True
+    expect(page.get_by_test_id("run-published")).to_have_text(str(run.total))
+    verification = page.get_by_test_id("verification")
+    expect(verification.locator("tr[data-ok=true]")).to_have_count(2)
+    expect(verification.locator("tr[data-step=no_redeadletter_within]")).to_contain_text(
+        f"none of {run.total} replayed messages came back"
+    )
+    expect(verification.locator("tr[data-step=target_depth_below_within]")).to_contain_text("every target below")
+    events = page.get_by_test_id("run-events")
+    expect(events.locator("li[data-kind=paused]")).to_contain_text("paused by olga")
+    expect(events.locator("li[data-kind=resumed]")).to_contain_text("resumed by olga")
+    expect(events.locator("li[data-kind=finished]")).to_contain_text("verified")
+    for control in ("run-pause", "run-resume", "run-abort"):
+        expect(page.get_by_test_id(control)).to_have_count(0)
+    jobs.stop()
+    assert len(jobs.performed) == 2, jobs.performed  # the worker started with the run, and one on resume
+
+    # -- what the target received: every letter of the plan, once -----------------------------
+    replay_ids = set(PlanItem.objects.filter(plan=plan, state="included").values_list("replay_id", flat=True))
+    adapter = adapter_for(rabbit.broker, timeout=10)
+    received = []
+    try:
+        for _ in range(10):
+            batch = adapter.receive(DlqAddress(name=target_queue), max_messages=100, wait_seconds=1)
+            adapter.remove(DlqAddress(name=target_queue), batch)
+            received += batch
+            if len(received) >= len(replay_ids):
+                break
+    finally:
+        adapter.close()
+    assert sorted(m.headers["x-replay-id"] for m in received) == sorted(replay_ids)
