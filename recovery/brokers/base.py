@@ -136,6 +136,11 @@ class BrokerAdapter(Protocol):
         """Messages waiting: queue depth (SQS/RabbitMQ) or the consumer group's lag (Kafka)."""
         ...
 
+    def retention_seconds(self, address: DlqAddress) -> int | None:
+        """How long the broker keeps a message in this queue/topic (SQS MessageRetentionPeriod,
+        RabbitMQ x-message-ttl or policy message-ttl, Kafka retention.ms); None: unlimited/unknown."""
+        ...
+
     def receive(self, address: DlqAddress, *, max_messages: int, wait_seconds: float) -> list[ReceivedMessage]:
         """Up to ``max_messages`` messages, waiting at most ``wait_seconds`` for the first.
         They stay on the broker (invisible/unacked/uncommitted) until ``remove``."""

@@ -227,6 +227,17 @@ class SqsAdapter:
         )
         return int(response.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
 
+    def retention_seconds(self, address: DlqAddress) -> int | None:
+        """MessageRetentionPeriod: SQS counts it from the message's first enqueue, even in a DLQ."""
+        response = self._call(
+            "get_queue_attributes",
+            f"retention of {_queue_name(address.name)}",
+            QueueUrl=address.name,
+            AttributeNames=["MessageRetentionPeriod"],
+        )
+        value = response.get("Attributes", {}).get("MessageRetentionPeriod")
+        return int(value) if value not in (None, "") else None
+
     def receive(self, address: DlqAddress, *, max_messages: int, wait_seconds: float) -> list[ReceivedMessage]:
         """Up to ``max_messages`` messages, in calls of at most 10: the first waits (long poll, at most
         20 s), the follow-ups do not, and the loop stops at the first empty answer. Messages stay on

@@ -23,6 +23,7 @@ from recovery.models import (
     RUN_ACTIVE,
     ApprovalDecision,
     AuditAction,
+    AuditEvent,
     Broker,
     PlanApproval,
     PlanItem,
@@ -139,15 +140,32 @@ def plan_submit(*, actor: Any, plan: ReplayPlan) -> ReplayPlan:
                 "excluded": counts.excluded,
                 "exclusions": dict(counts.exclusions),
                 "content_hash": plan.content_hash,
+                "preconditions": _precondition_summary(plan, "submit"),
             },
         )
     return plan
 
 
 def _ensure_other_approver(actor: Any, plan: ReplayPlan) -> None:
+    """Four eyes (invariant 7): whoever drafted, changed or submitted the plan may not approve
+    or reject it. The audit trail says who shaped it (it cannot be rewritten)."""
     ensure_can(actor, Capability.APPROVE)
     if isinstance(actor, str) or actor.pk == plan.author_id:
         raise NotPermitted("the author of a plan cannot approve or reject it (four eyes)")
+    shaped = AuditEvent.objects.filter(
+        object_type="recovery.replayplan", object_id=str(plan.pk), actor_id=actor.pk,
+        action__in=(AuditAction.PLAN_CREATED, AuditAction.PLAN_UPDATED, AuditAction.PLAN_SUBMITTED),
+    )  # fmt: skip
+    if shaped.exists():
+        raise NotPermitted("you changed or submitted this plan: someone else must approve or reject it (four eyes)")
+
+
+def _precondition_summary(plan: ReplayPlan, stage: str) -> dict[str, Any]:
+    """Preconditions evaluated at submit and approval: recorded with the event, not blocking
+    (a failing one blocks the start, where an admin may override it)."""
+    from recovery.replay.preconditions import evaluate_preconditions
+
+    return {r.name: {"ok": r.ok, "reason": r.reason[:300]} for r in evaluate_preconditions(plan, stage=stage)}
 
 
 def plan_approve(*, actor: Any, plan: ReplayPlan, comment: str = "") -> ReplayPlan:
@@ -174,7 +192,12 @@ def plan_approve(*, actor: Any, plan: ReplayPlan, comment: str = "") -> ReplayPl
             action=AuditAction.PLAN_APPROVED,
             obj=plan,
             summary=f"plan {plan.name!r} approved ({count} of {plan.required_approvals})",
-            after={"content_hash": current, "approvals": count, "state": plan.state},
+            after={
+                "content_hash": current,
+                "approvals": count,
+                "state": plan.state,
+                "preconditions": _precondition_summary(plan, "approve"),
+            },
             reason=comment.strip(),
         )
     return plan
