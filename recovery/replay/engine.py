@@ -42,7 +42,6 @@ from recovery.models import (
     AttemptState,
     AuditAction,
     Broker,
-    DeadLetter,
     LedgerEntry,
     PlanItem,
     PlanState,
@@ -305,8 +304,12 @@ class Worker:
         return self.adapters[broker_id]
 
     def _publish(self, run: ReplayRun, batch: list[Claimed]) -> None:
-        items = PlanItem.objects.in_bulk([c.item_id for c in batch])
-        letters = DeadLetter.objects.in_bulk([c.letter_id for c in batch])
+        # One query for what the messages need: the item's target and replay id, the letter's content.
+        items = PlanItem.objects.select_related("letter").only(
+            "target", "replay_id", "letter__body", "letter__headers", "letter__properties", "letter__content_type",
+            "letter__source_message_id", "letter__identity",
+        ).in_bulk([c.item_id for c in batch])  # fmt: skip
+        letters = {item.letter_id: item.letter for item in items.values()}
         by_target: dict[tuple, list[Claimed]] = defaultdict(list)
         for claimed in batch:
             target = items[claimed.item_id].target
@@ -350,29 +353,35 @@ class Worker:
                 log.debug("closing a broken adapter failed", exc_info=True)
 
     def _record(self, run: ReplayRun, outcomes: list[tuple[Claimed, bool, str, str]]) -> None:
-        """Write each outcome only while this worker still holds the row's token (invariant 4).
-        A failed publish goes back to pending until MAX_ATTEMPTS, then the row is failed."""
+        """Write each outcome only while this worker still holds the row's token (invariant 4):
+        confirmed rows in one UPDATE whose row count is what counts as published. A failed
+        publish goes back to pending until MAX_ATTEMPTS, then the row is failed."""
         now = timezone.now()
         published = failed = 0
+        confirmed = [(c, message_id[:300]) for c, ok, _error, message_id in outcomes if ok]
         with transaction.atomic():
-            for claimed, confirmed, error, message_id in outcomes:
+            if confirmed:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "UPDATE recovery_ledgerentry l SET state = 'published', published_at = %s, "
+                        "broker_message_id = v.message_id, error = '' "
+                        "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(id, token, message_id) "
+                        "WHERE l.id = v.id AND l.state = 'leased' AND l.lease_owner = %s AND l.fencing_token = v.token",
+                        [now, [c.ledger_id for c, _ in confirmed], [c.token for c, _ in confirmed],
+                         [m for _, m in confirmed], self.owner],
+                    )  # fmt: skip
+                    published = cursor.rowcount
+            for claimed, ok, error, _message_id in outcomes:
+                if ok:
+                    continue
                 mine = LedgerEntry.objects.filter(
                     pk=claimed.ledger_id, state=AttemptState.LEASED, lease_owner=self.owner,
                     fencing_token=claimed.token,
                 )  # fmt: skip
-                if confirmed:
-                    published += mine.update(
-                        state=AttemptState.PUBLISHED, published_at=now, broker_message_id=message_id[:300], error=""
-                    )
-                else:
-                    final = mine.filter(attempts__gte=MAX_ATTEMPTS).update(
-                        state=AttemptState.FAILED, error=error[:2000]
-                    )
-                    failed += final
-                    if not final:
-                        mine.update(
-                            state=AttemptState.PENDING, lease_owner="", lease_expires_at=None, error=error[:2000]
-                        )
+                final = mine.filter(attempts__gte=MAX_ATTEMPTS).update(state=AttemptState.FAILED, error=error[:2000])
+                failed += final
+                if not final:
+                    mine.update(state=AttemptState.PENDING, lease_owner="", lease_expires_at=None, error=error[:2000])
             if published or failed:
                 ReplayRun.objects.filter(pk=run.pk).update(
                     published=F("published") + published, failed=F("failed") + failed
@@ -380,11 +389,8 @@ class Worker:
             errors = [error for _c, confirmed, error, _m in outcomes if not confirmed]
             if errors:
                 self.consecutive_failures += len(errors)
-                RunEvent.objects.create(
-                    run=run,
-                    kind="publish-error",
-                    message=f"{len(errors)} of {len(outcomes)} not confirmed: {errors[0]}"[:1000],
-                )
+                self._event(run, "publish-error", f"{len(errors)} of {len(outcomes)} not confirmed: {errors[0]}",
+                            errors=len(errors), failures=self.consecutive_failures)  # fmt: skip
             else:
                 self.consecutive_failures = 0
 
