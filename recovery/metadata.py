@@ -97,6 +97,7 @@ _TEXT_LIMITS = {
     "source_message_id": MAX_SOURCE_MESSAGE_ID,
 }
 _FIELDS = (*_TEXT_LIMITS, "attempt_count", "first_failed_at", "last_failed_at")
+_FIELD_SET = frozenset(_FIELDS)
 
 # ---------------------------------------------------------------------------------------------
 # Reading one value. Every reader accepts anything and returns a bounded value or None/"".
@@ -131,6 +132,8 @@ def _clean(text: str, limit: int) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "")
     text = text.strip()[:limit]
+    if text.isascii():  # nothing to check: ASCII always encodes
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -139,6 +142,10 @@ def _clean(text: str, limit: int) -> str:
 
 
 def _text(value: Any, limit: int) -> str:
+    if value is None:  # the usual case: a header that is not there
+        return ""
+    if value.__class__ is str:  # the next most usual one; _scalar keeps text as it is
+        return _clean(value, limit) if value else ""
     value = _scalar(value)
     if isinstance(value, str):
         return _clean(value, limit)
@@ -273,13 +280,19 @@ class _Headers:
         return None
 
 
-@dataclass(frozen=True)
 class _Input:
-    kind: str
-    headers: _Headers
-    properties: dict[Any, Any]
-    body: Any
-    dlq_sources: tuple[Any, ...]
+    """What the detectors read (a plain slotted class: one is built per captured message)."""
+
+    __slots__ = ("body", "dlq_sources", "headers", "kind", "properties")
+
+    def __init__(
+        self, kind: str, headers: _Headers, properties: dict[Any, Any], body: Any, dlq_sources: tuple[Any, ...]
+    ) -> None:
+        self.kind = kind
+        self.headers = headers
+        self.properties = properties
+        self.body = body
+        self.dlq_sources = dlq_sources
 
 
 _Found = dict[str, Any]  # some of _FIELDS, plus "extras"
@@ -577,24 +590,50 @@ _DETECTORS: tuple[tuple[str, _Detector], ...] = (
 _BROKER_DETECTORS = ("x-death", "broker")
 
 
-def _has_prefix(*prefixes: str) -> Callable[[tuple[str, ...], _Input], bool]:
-    return lambda names, _inp: any(name.startswith(prefixes) for name in names)
+# Lower-case header-name prefixes of each detector that reads headers only. Such a detector runs
+# only when a header of its family is there: capture normalises every message, most carry few of
+# these, and a detector given none of its headers finds nothing. "broker" always runs; "celery"
+# also looks for a kombu envelope in the body (see _may_be_celery).
+_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("spring-kafka", ("kafka_",)),
+    ("kafka-connect", ("__connect.errors.",)),
+    ("masstransit", ("mt-",)),
+    ("nservicebus", ("nservicebus.",)),
+    ("application", ("x-original-", "x-exception-")),
+    ("x-death", ("x-death", "x-first-death-")),
+)
+_ANY_FAMILY = tuple(prefix for _, prefixes in _FAMILIES for prefix in prefixes)
+
+
+def _families(names: tuple[str, ...]) -> frozenset[str]:
+    """The detectors whose header family is present. A DLQ's messages share a few sets of header
+    names, so the answer is remembered per set (a bounded cache, emptied when full)."""
+    present = _FAMILY_CACHE.get(names)
+    if present is None:
+        found: set[str] = set()
+        for name in names:
+            if name.startswith(_ANY_FAMILY):
+                found.update(detector for detector, prefixes in _FAMILIES if name.startswith(prefixes))
+        if len(_FAMILY_CACHE) >= _FAMILY_CACHE_SIZE:
+            _FAMILY_CACHE.clear()
+        present = _FAMILY_CACHE[names] = frozenset(found)
+    return present
+
+
+_FAMILY_CACHE: dict[tuple[str, ...], frozenset[str]] = {}
+_FAMILY_CACHE_SIZE = 1024
 
 
 def _may_be_celery(names: tuple[str, ...], inp: _Input) -> bool:
-    body = inp.body if isinstance(inp.body, bytes | bytearray) else b""
-    return "task" in names or body[:3] in (b"eyJ",) or body[:1] == b"{"
+    """Celery task headers ("task" is one of them), or a body _kombu_envelope_headers can read:
+    base64 of a JSON object, or a JSON object that names "headers", within the size limit."""
+    if "task" in names:
+        return True
+    body = inp.body
+    if not isinstance(body, bytes | bytearray) or not 2 <= len(body) <= MAX_ENVELOPE_BODY:
+        return False
+    return body.startswith(b"eyJ") or (body.startswith(b"{") and b'"headers"' in body)
 
-
-# A framework's detector runs only when a header of its family (or, for Celery, a JSON body) is
-# there: capture normalises every message, and most carry none of these.
-_GATES: dict[str, Callable[[tuple[str, ...], _Input], bool]] = {
-    "spring-kafka": _has_prefix("kafka_"),
-    "kafka-connect": _has_prefix("__connect.errors."),
-    "masstransit": _has_prefix("mt-"),
-    "nservicebus": _has_prefix("nservicebus."),
-    "celery": _may_be_celery,
-}
 
 _MAPPING_READERS: dict[str, Callable[[Any], Any]] = {
     **{name: (lambda value, limit=limit: _text(value, limit)) for name, limit in _TEXT_LIMITS.items()},
@@ -602,10 +641,6 @@ _MAPPING_READERS: dict[str, Callable[[Any], Any]] = {
     "first_failed_at": _when,
     "last_failed_at": _when,
 }
-
-
-def _as_str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _present(value: Any) -> bool:
@@ -617,15 +652,28 @@ def _merge(found: list[tuple[str, _Found]]) -> tuple[dict[str, Any], dict[str, A
     values: dict[str, Any] = {}
     extras: dict[str, Any] = {}
     for _, part in reversed(found):  # lowest precedence first, so higher ones overwrite
-        values.update({f: part[f] for f in _FIELDS if _present(part.get(f))})
-        extras.update({k: v for k, v in (part.get("extras") or {}).items() if _present(v)})
-    broker = [part for name, part in found if name in _BROKER_DETECTORS]
-    others = [part for name, part in found if name not in _BROKER_DETECTORS]
-    values["reason"] = next((p["reason"] for p in (*broker, *others) if _present(p.get("reason"))), "")
+        for name, value in part.items():
+            if name == "extras":
+                if value:
+                    extras.update({k: v for k, v in value.items() if _present(v)})
+            elif name in _FIELD_SET and _present(value):
+                values[name] = value
+    broker_reason = other_reason = None
+    from_broker: dict[str, Any] = {}
+    for detector, part in found:  # highest precedence first: the first present value counts
+        reason = part.get("reason")
+        if detector in _BROKER_DETECTORS:
+            if broker_reason is None and _present(reason):
+                broker_reason = reason
+            for name in ("origin", "attempt_count"):
+                if name not in from_broker and _present(part.get(name)):
+                    from_broker[name] = part[name]
+        elif other_reason is None and _present(reason):
+            other_reason = reason
+    values["reason"] = broker_reason if broker_reason is not None else other_reason if other_reason is not None else ""
     for name in ("origin", "attempt_count"):
-        from_broker = next((p[name] for p in broker if _present(p.get(name))), None)
-        if from_broker is not None and from_broker != values.get(name):
-            extras[f"broker_{name}"] = from_broker
+        if name in from_broker and from_broker[name] != values.get(name):
+            extras[f"broker_{name}"] = from_broker[name]
     return values, extras
 
 
@@ -647,29 +695,34 @@ def _normalise(
         dlq_sources=tuple(dlq_sources) if isinstance(dlq_sources, list | tuple) else (),
     )
     found: list[tuple[str, _Found]] = []
-    names = tuple(k.lower() for k in inp.headers.raw if isinstance(k, str))
+    names = tuple([k.lower() for k in inp.headers.raw if isinstance(k, str)])
+    present = _families(names)
+    celery = _may_be_celery(names, inp)
     for name, detect in _DETECTORS:
-        gate = _GATES.get(name)
-        if gate is not None and not gate(names, inp):
+        if name not in present and name != "broker" and not (celery and name == "celery"):
             continue
         try:
             found.append((name, detect(inp)))
         except Exception:  # invariant 10: one hostile header never costs the other sources
             logger.warning("failure metadata: the %s detector failed", name, exc_info=True)
     values, extras = _merge(found)
-    if isinstance(header_mapping, Mapping):
+    if header_mapping is not None and isinstance(header_mapping, Mapping):
         for name, header in list(header_mapping.items())[:50]:
             if name in _MAPPING_READERS and isinstance(header, str) and header:
                 value = _MAPPING_READERS[name](inp.headers.get(header))
                 if _present(value):
                     values[name] = value
     attempts = values.get("attempt_count")
+    texts = {}
+    for name, limit in _TEXT_LIMITS.items():
+        value = values.get(name)
+        texts[name] = _clean(value, limit) if value and isinstance(value, str) else ""
     return Failure(
-        **{name: _clean(_as_str(values.get(name)), limit) for name, limit in _TEXT_LIMITS.items()},
+        **texts,
         attempt_count=_attempts(attempts) if isinstance(attempts, int) else None,
         first_failed_at=values.get("first_failed_at"),
         last_failed_at=values.get("last_failed_at"),
-        extras={_clean(str(k), MAX_NAME): _extra(v, depth=1) for k, v in extras.items()},
+        extras={_clean(str(k), MAX_NAME): _extra(v, depth=1) for k, v in extras.items()} if extras else {},
     )
 
 

@@ -10,7 +10,9 @@ How the adapter Protocol maps onto Kafka:
   the adapter's life.
 - ``remove`` commits past the removed messages, synchronously; ``release`` seeks back so the same
   consumer reads them again; ``close`` leaves the group without committing, so whatever was
-  received and not removed is read again by the next reader of the group (invariant 1).
+  received and not removed is read again by the next reader of the group (invariant 1). A
+  pipelined capture pass removes batch N while it already holds batch N+1: the commit stops at
+  N+1's first offset, and librdkafka's own prefetch keeps the next batch coming meanwhile.
 - ``depth`` is the group's lag.
 - ``publish`` uses one idempotent producer with ``acks=all`` and counts a message as published
   only on a delivery report without error (invariant 2).
@@ -37,7 +39,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec
 
 from recovery.brokers.base import (
     BrokerError,
@@ -453,6 +455,21 @@ class KafkaAdapter:
                 }
             )
         return self._producer
+
+    def retention_seconds(self, address: DlqAddress) -> int | None:
+        """The topic's ``retention.ms`` (None when unlimited, -1)."""
+        resource = ConfigResource(ConfigResource.Type.TOPIC, address.name)
+        try:
+            configs = self._admin_client().describe_configs([resource])[resource].result(timeout=self.timeout)
+        except KafkaException as exc:
+            raise _broker_error(f"cannot read the configuration of {address.name}", exc.args[0]) from None
+        except TimeoutError:
+            raise BrokerError(
+                f"cannot read the configuration of {address.name}: no answer in {self.timeout:g} s"
+            ) from None
+        entry = configs.get("retention.ms")
+        value = int(entry.value) if entry is not None and entry.value not in (None, "") else -1
+        return value // 1000 if value >= 0 else None
 
     def _admin_client(self) -> Any:
         if self._admin is None:

@@ -4,9 +4,12 @@ How it holds the broker:
 
 - One ``BlockingConnection`` per virtual host, opened on first use and reused until ``close()``.
 - One channel per DLQ, kept across ``receive`` calls so that ``remove`` / ``release`` can ack /
-  nack by delivery tag. A consumer runs on it only during ``receive``. Messages handed out stay
+  nack by delivery tag. Its consumer starts with the first ``receive`` and keeps running until
+  ``release`` or ``close()``, with a prefetch of two batches, so that the next batch is already
+  on its way while the caller commits the last one. Messages handed out or prefetched stay
   unacked on the broker until removed or released, or until ``close()`` (the broker then
-  requeues them): that is how invariant 1 (capture before remove) holds without a timer.
+  requeues them, flagged ``redelivered``): that is how invariant 1 (capture before remove)
+  holds without a timer.
 - One confirm-mode channel per virtual host for ``publish``. pika's
   ``BlockingChannel.confirm_delivery`` waits for every confirm in turn (~1.6k msg/s here), so the
   batch is published through the underlying (impl) channel with every confirm in flight, and
@@ -216,7 +219,9 @@ class RabbitMqAdapter:
     # -- reading a DLQ -------------------------------------------------------------------------
 
     def depth(self, address: DlqAddress) -> int:
-        """Ready messages (unacked ones, including those this adapter holds, are not counted)."""
+        """Ready messages. Unacked ones are not counted: those this adapter handed out, and those
+        its running consumer has prefetched and not handed out yet (up to two batches), until
+        they are removed, released or the adapter is closed."""
         vhost = address.vhost or self.default_vhost()
         what = f"queue {address.name!r} in vhost {vhost!r}"
         connection = self._connection(vhost)
@@ -232,10 +237,11 @@ class RabbitMqAdapter:
         then returns once the queue has been quiet for a moment. The messages stay unacked (and
         invisible to other consumers) until ``remove``, ``release`` or ``close`` (invariant 1).
 
-        The consumer runs only inside this call (prefetch = ``max_messages``) and is cancelled
-        before it returns, so between calls the adapter holds exactly the messages it handed
-        out: nothing sits hidden in a prefetch buffer, and depth() and other consumers see the
-        rest. The channel stays open across calls so that delivery tags stay valid."""
+        The first call starts a consumer that runs until ``release`` or ``close``, with a
+        prefetch of twice ``max_messages``: while the caller commits one batch, the next is
+        already arriving, and no call pays for a consume/cancel round trip. Prefetched messages
+        not handed out yet are unacked like the rest (depth() does not count them) and go back
+        to the queue, flagged redelivered, when the adapter is closed or releases."""
         if max_messages < 1:
             return []
         vhost = address.vhost or self.default_vhost()
@@ -245,7 +251,7 @@ class RabbitMqAdapter:
         deadline = time.monotonic() + max(wait_seconds, 0.0)
         got: list[ReceivedMessage] = []
         with self._guard(vhost, what, on_channel_error=lambda: self._drop_consumer(key)):
-            consumer.start(address.name, prefetch=min(max_messages, _MAX_PREFETCH))
+            consumer.ensure_started(address.name, prefetch=min(2 * max_messages, _MAX_PREFETCH))
             while True:
                 while consumer.buffer and len(got) < max_messages:
                     message = consumer.buffer.popleft()
@@ -257,7 +263,6 @@ class RabbitMqAdapter:
                 consumer.channel.connection.process_data_events(time_limit=limit)
                 if not consumer.buffer and (got or time.monotonic() >= deadline):
                     break
-            consumer.stop()
         if consumer.cancelled and not got:
             raise BrokerError(f"{what}: the broker cancelled the consumer (queue deleted?)")
         return got
@@ -292,8 +297,39 @@ class RabbitMqAdapter:
         self._settle(address, messages, ack=True)
 
     def release(self, address: DlqAddress, messages: list[ReceivedMessage]) -> None:
-        """Nack with requeue: the broker delivers them again (with ``redelivered`` set)."""
-        self._settle(address, messages, ack=False)
+        """Nack with requeue: the broker delivers them again (with ``redelivered`` set). Stops the
+        consumer first and requeues what it prefetched too, so that the released messages are
+        back in the queue (not prefetched again at once) until the next ``receive``."""
+        if not messages:
+            return
+        vhost = address.vhost or self.default_vhost()
+        key = (vhost, address.name)
+        consumer = self._holder(address, messages)
+        # A channel error closes the channel: the broker then requeues everything it held.
+        with self._guard(
+            vhost, f"queue {address.name!r} in vhost {vhost!r}", on_channel_error=lambda: self._drop_consumer(key)
+        ):
+            consumer.stop()
+        prefetched = list(consumer.buffer)
+        consumer.buffer.clear()
+        for message in prefetched:  # settled like handed-out messages, by delivery tag
+            consumer.outstanding[message.receipt] = message
+        self._settle(address, [*messages, *prefetched], ack=False)
+
+    def _holder(self, address: DlqAddress, messages: list[ReceivedMessage]) -> _Consumer:
+        """The consumer holding every one of these messages. A stale delivery tag (after a
+        reconnect) could name another message on the new channel, so it is refused instead."""
+        vhost = address.vhost or self.default_vhost()
+        consumer = self._consumers.get((vhost, address.name))
+        held = consumer.outstanding if consumer is not None and consumer.channel.is_open else {}
+        stale = [m.receipt for m in messages if held.get(m.receipt) != m]
+        if consumer is None or stale:
+            raise BrokerError(
+                f"queue {address.name!r} in vhost {vhost!r}: {len(stale)} of {len(messages)} messages are not held "
+                "by this adapter any more (channel closed or not received here); the broker redelivers them",
+                permanent=True,
+            )
+        return consumer
 
     def _settle(self, address: DlqAddress, messages: list[ReceivedMessage], *, ack: bool) -> None:
         if not messages:
@@ -301,15 +337,7 @@ class RabbitMqAdapter:
         vhost = address.vhost or self.default_vhost()
         key = (vhost, address.name)
         what = f"queue {address.name!r} in vhost {vhost!r}"
-        consumer = self._consumers.get(key)
-        held = consumer.outstanding if consumer is not None and consumer.channel.is_open else {}
-        stale = [m.receipt for m in messages if held.get(m.receipt) != m]
-        if consumer is None or stale:
-            raise BrokerError(
-                f"{what}: {len(stale)} of {len(messages)} messages are not held by this adapter any more "
-                "(channel closed or not received here); the broker redelivers them",
-                permanent=True,
-            )
+        consumer = self._holder(address, messages)
         tags = sorted({m.receipt for m in messages})
         highest = tags[-1]
         unacked = set(consumer.outstanding) | {m.receipt for m in consumer.buffer}
@@ -452,6 +480,21 @@ class RabbitMqAdapter:
             )
         return sorted(candidates, key=lambda c: (c.address.vhost, c.address.name))
 
+    def retention_seconds(self, address: DlqAddress) -> int | None:
+        """The queue's message TTL: its ``x-message-ttl`` argument, else its policy's
+        ``message-ttl`` (milliseconds). None without a TTL or without the management API."""
+        if not (self.broker.options or {}).get("management_url"):
+            return None
+        vhost = address.vhost or self.default_vhost()
+        queue = self._management_get(f"/api/queues/{quote(vhost, safe='')}/{quote(address.name, safe='')}",
+                                     missing_ok=True)  # fmt: skip
+        if not isinstance(queue, dict):
+            return None
+        ttl = (queue.get("arguments") or {}).get("x-message-ttl")
+        if ttl is None:
+            ttl = (queue.get("effective_policy_definition") or {}).get("message-ttl")
+        return int(ttl) // 1000 if isinstance(ttl, int) and ttl >= 0 else None
+
     def _management_get(self, path: str, *, missing_ok: bool = False) -> Any:
         """GET one management API resource as JSON with basic auth from the credentials
         reference; a 404 gives None when ``missing_ok``. Errors never carry the secret."""
@@ -489,8 +532,9 @@ class RabbitMqAdapter:
 
 @dataclass(eq=False)
 class _Consumer:
-    """One DLQ's channel and (while receive runs) its consumer. ``buffer`` holds deliveries not
-    yet handed out, ``outstanding`` those handed out and not yet acked/nacked (by delivery tag)."""
+    """One DLQ's channel and its consumer (from the first receive until release or close).
+    ``buffer`` holds deliveries not yet handed out, ``outstanding`` those handed out and not yet
+    acked/nacked (by delivery tag)."""
 
     channel: BlockingChannel
     tag: str = ""
@@ -499,7 +543,10 @@ class _Consumer:
     buffer: deque[ReceivedMessage] = field(default_factory=deque)
     outstanding: dict[int, ReceivedMessage] = field(default_factory=dict)
 
-    def start(self, queue: str, *, prefetch: int) -> None:
+    def ensure_started(self, queue: str, *, prefetch: int) -> None:
+        """Start consuming unless a consumer runs already (its prefetch then stays as it is)."""
+        if self.tag and not self.cancelled:
+            return
         if prefetch != self.prefetch:  # applies to consumers started after it
             self.channel.basic_qos(prefetch_count=prefetch)
             self.prefetch = prefetch
@@ -508,7 +555,8 @@ class _Consumer:
 
     def stop(self) -> None:
         """Cancel the consumer. Deliveries pika read but did not dispatch are requeued by pika;
-        those handed out stay unacked on the channel, so their tags remain valid."""
+        those in ``buffer`` or handed out stay unacked on the channel, so their tags remain
+        valid (the caller settles them)."""
         if self.tag and not self.cancelled:  # a broker cancel already removed it
             self.channel.basic_cancel(self.tag)
         self.tag = ""
@@ -538,10 +586,29 @@ def _received(method: pika.spec.Basic.Deliver, properties: pika.spec.BasicProper
     return ReceivedMessage(
         identity=str(identity),
         body=bytes(body),
-        headers=json_safe(properties.headers or {}),
-        properties=json_safe(props),
+        headers=_json_safe_table(properties.headers or {}),
+        properties=_json_safe_table(props),
         receipt=method.delivery_tag,
     )
+
+
+def _json_safe_table(table: dict[Any, Any]) -> Any:
+    """``json_safe(table)``, with the common cases (text names; text, int, bool or no value)
+    done inline: it runs for every delivery. Anything else goes through json_safe itself."""
+    if table.__class__ is not dict:
+        return json_safe(table)
+    safe = {}
+    for name, value in table.items():
+        if name.__class__ is not str or "\x00" in name:
+            name = str(json_safe(name))
+        kind = value.__class__
+        if kind is str:
+            if "\x00" in value:
+                value = value.replace("\x00", "\ufffd")
+        elif value is not None and kind is not int and kind is not bool:
+            value = json_safe(value)
+        safe[name] = value
+    return safe
 
 
 def _settle_one(channel: BlockingChannel, tag: int, *, ack: bool, multiple: bool) -> None:

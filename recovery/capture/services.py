@@ -5,12 +5,19 @@ then removes the batch from the broker (delete / ack / commit offsets). A worker
 between the two leaves the messages on the broker; the next pass re-reads them and the upsert
 recognises them. Temporary broker errors are retried with exponential backoff recorded on the
 pass; a pass that still fails pushes the DLQ's next scheduled capture back (no crash loop).
+
+Batches are pipelined: the next batch is read and prepared on the pass's thread while the
+previous one commits on a writer thread with its own database connection, and a marker thread
+records removals on a third (pipeline.py); a batch is removed from the broker only once its own
+commit has returned.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -19,8 +26,16 @@ from django.db.models import F
 from django.utils import timezone
 
 from recovery.audit.services import audit_record
+from recovery.brokers.base import BrokerAdapter, DlqAddress
 from recovery.brokers.registry import broker_session
-from recovery.capture.store import dead_letters_mark_removed, dead_letters_upsert
+from recovery.capture.pipeline import BatchWriter
+from recovery.capture.store import (
+    PreparedBatch,
+    StoreResult,
+    dead_letters_mark_removed,
+    dead_letters_prepare,
+    dead_letters_write,
+)
 from recovery.errors import BrokerError, InvalidInput
 from recovery.faults import fault_point
 from recovery.models import AuditAction, CapturePass, CapturePassState, CaptureTrigger, DeadLetterQueue
@@ -111,35 +126,150 @@ def _note(capture_pass: CapturePass, message: str) -> None:
     CapturePass.objects.filter(pk=capture_pass.pk).update(log=capture_pass.log)
 
 
+@dataclass
+class _Removal:
+    """Rows whose messages the broker confirmed removed, not yet marked so."""
+
+    rows: list[int]
+    count: int
+    at: datetime
+
+
+def _commit_batch(capture_pass: CapturePass, prepared: PreparedBatch, removed_rows: list[int]) -> StoreResult:
+    """Writer job: commit a batch's rows and the pass's counters in one transaction (invariant 1:
+    the rows are committed before any removal). ``removed_rows`` are rows of earlier batches
+    whose removal may not be marked yet: AMQP identities must not match them."""
+    with transaction.atomic():
+        stored = dead_letters_write(dlq=capture_pass.dlq, prepared=prepared, removed_rows=removed_rows)
+        CapturePass.objects.filter(pk=capture_pass.pk).update(
+            received=F("received") + stored.received,
+            captured=F("captured") + stored.captured,
+            duplicates=F("duplicates") + stored.duplicates,
+            oversize=F("oversize") + stored.oversize,
+            heartbeat_at=timezone.now(),
+        )
+    return stored
+
+
+def _mark_removed(capture_pass: CapturePass, removal: _Removal) -> None:
+    """Marker job: record the broker's confirmed removal on the rows and the pass's counter."""
+    with transaction.atomic():
+        dead_letters_mark_removed(removal.rows, at=removal.at)
+        CapturePass.objects.filter(pk=capture_pass.pk).update(removed=F("removed") + removal.count)
+
+
+class _Marking:
+    """Removals being recorded by the marker while the writer goes on with the next batches."""
+
+    def __init__(self, marker: BatchWriter, capture_pass: CapturePass) -> None:
+        self.marker = marker
+        self.capture_pass = capture_pass
+        self.jobs: list[tuple[_Removal, Future[None]]] = []
+
+    def add(self, removal: _Removal | None) -> None:
+        if removal is not None:
+            self.jobs.append((removal, self.marker.submit(_mark_removed, self.capture_pass, removal)))
+
+    def unmarked_rows(self) -> list[int]:
+        """Rows removed from the broker whose marking may not be committed yet. A marking that
+        failed raises its error here."""
+        for _, job in self.jobs:
+            if job.done():
+                job.result()
+        self.jobs = [(removal, job) for removal, job in self.jobs if not job.done()]
+        return [row for removal, _ in self.jobs for row in removal.rows]
+
+    def wait(self) -> None:
+        for _, job in self.jobs:
+            job.result()
+        self.jobs = []
+
+
+def _remove_committed(adapter: BrokerAdapter, address: DlqAddress, committing: Future[StoreResult]) -> _Removal | None:
+    """Wait for a batch's commit, then remove it from the broker (invariant 1). A failed commit
+    raises here, before the broker hears anything: its messages stay there."""
+    stored = committing.result()
+    fault_point("capture.after_commit")  # rows committed, nothing removed yet
+    if not stored.removable:
+        return None
+    adapter.remove(address, stored.removable)
+    return _Removal(rows=stored.removable_rows, count=len(stored.removable), at=timezone.now())
+
+
+def _classify(row_ids: list[int]) -> None:
+    """Classify a committed batch's new letters (rules, fingerprint, duplicates, expiry, and the
+    x-replay-id of a replayed message that came back, which stop conditions count)."""
+    from recovery.classification.services import letters_classify
+
+    if row_ids:
+        letters_classify(letter_ids=row_ids)
+
+
+def _classify_rest(dlq: DeadLetterQueue) -> None:
+    """What the per-batch classification did not cover (letters kept on the broker as oversize)."""
+    from recovery.classification.services import letters_classify
+
+    letters_classify(dlq=dlq)
+
+
+def _refresh_retention(adapter: BrokerAdapter, dlq: DeadLetterQueue) -> None:
+    """Keep the DLQ's broker-side retention current (letters' expiry is computed from it); a
+    broker that cannot say keeps the last known value."""
+    try:
+        retention = adapter.retention_seconds(dlq.as_address())
+    except BrokerError:
+        return
+    if retention != dlq.retention_seconds:
+        DeadLetterQueue.objects.filter(pk=dlq.pk).update(retention_seconds=retention)
+        dlq.retention_seconds = retention
+
+
 def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
-    """Read, commit, then remove, batch after batch, until the DLQ is empty or the cap is hit."""
+    """Read, commit, then remove, batch after batch, until the DLQ is empty or the cap is hit.
+
+    Pipelined (recovery/capture/pipeline.py): while the writer commits batch N, this thread reads
+    and prepares batch N+1; then it waits for N's commit and removes N (invariant 1), and the
+    marker records N's removal on its own connection while the writer goes on with N+1. Every
+    broker call stays on this thread.
+    """
     dlq = capture_pass.dlq
     address = dlq.as_address()
-    with broker_session(dlq.broker, timeout=10) as adapter:
+    with broker_session(dlq.broker, timeout=10) as adapter, BatchWriter() as writer, BatchWriter() as marker:
+        marking = _Marking(marker, capture_pass)
+        retention_known = False
+        classifying: list[Future[Any]] = []
         total = 0
-        while total < max_messages:
-            batch = adapter.receive(
-                address,
-                max_messages=min(dlq.capture_batch_size, max_messages - total),
-                wait_seconds=settings.RECOVERY_CAPTURE_WAIT_SECONDS,
-            )
-            if not batch:
-                break
+        committing: Future[StoreResult] | None = None  # the writer's job for the last batch read
+        while True:
+            try:
+                batch = []
+                if total < max_messages:
+                    batch = adapter.receive(
+                        address,
+                        max_messages=min(dlq.capture_batch_size, max_messages - total),
+                        wait_seconds=settings.RECOVERY_CAPTURE_WAIT_SECONDS,
+                    )
+            except BrokerError:
+                if committing is not None:  # finish the batch already committed before giving up
+                    marking.add(_remove_committed(adapter, address, committing))
+                marking.wait()
+                raise
             total += len(batch)
-            with transaction.atomic():
-                stored = dead_letters_upsert(dlq=dlq, pass_id=capture_pass.pk, messages=batch)
-                CapturePass.objects.filter(pk=capture_pass.pk).update(
-                    received=F("received") + stored.received,
-                    captured=F("captured") + stored.captured,
-                    duplicates=F("duplicates") + stored.duplicates,
-                    oversize=F("oversize") + stored.oversize,
-                    heartbeat_at=timezone.now(),
-                )
-            fault_point("capture.after_commit")  # rows committed, nothing removed yet
-            if stored.removable:
-                adapter.remove(address, stored.removable)
-                dead_letters_mark_removed(stored.removable_rows)
-                CapturePass.objects.filter(pk=capture_pass.pk).update(removed=F("removed") + len(stored.removable))
+            if batch and not retention_known:  # the broker answers: ask it once per pass
+                _refresh_retention(adapter, dlq)
+                retention_known = True
+            prepared = dead_letters_prepare(dlq=dlq, pass_id=capture_pass.pk, messages=batch) if batch else None
+            if committing is not None:
+                marking.add(_remove_committed(adapter, address, committing))
+                # Classified at capture (issue 5), on the marker's connection, after the commit.
+                classifying.append(marker.submit(_classify, committing.result().removable_rows))
+            if prepared is None:
+                break
+            committing = writer.submit(_commit_batch, capture_pass, prepared, marking.unmarked_rows())
+        marking.wait()
+        for job in classifying:
+            job.result()
+    _classify_rest(dlq)
 
 
 def capture_pass_run(*, pass_id: int, max_messages: int | None = None) -> CapturePass | None:

@@ -1,29 +1,36 @@
-"""Writing captured messages: one array upsert per batch (invariant 1).
+"""Writing captured messages: one staged upsert per batch (invariant 1).
 
 A batch is committed in one transaction together with its capture pass's counters; only then
 may the caller remove the messages from the broker, and then mark their rows removed. The
 upsert is idempotent on (dlq, identity): a message seen again only increments ``times_seen``.
+
+Writing is split in two so that a pipelined pass can overlap them (recovery/capture/pipeline.py):
+``dead_letters_prepare`` does the per-message work without the database (hashes, JSON text,
+normalised failure); ``dead_letters_write`` resolves identities and upserts. The rows travel by
+binary COPY into a temporary staging table and go on with one INSERT ... SELECT ... ON CONFLICT:
+psycopg formats COPY rows in C, where array parameters cost a Python call per element.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from recovery.brokers.base import ReceivedMessage
-from recovery.capture.identity import capture_identities
+from recovery.capture.identity import capture_identities, content_digest, stable_json
 from recovery.metadata import normalise
-from recovery.models import CaptureMode, DeadLetter, DeadLetterQueue, DeadLetterState
+from recovery.models import BrokerKind, CaptureMode, DeadLetterQueue, DeadLetterState
 
-# (column, PostgreSQL array type): the upsert sends one array per column, so the statement's
-# text never changes with the batch size and parses once.
+# (column, PostgreSQL type) in row order. JSON columns are staged as the text stable_json made
+# (the digest of an AMQP message reads the same text) and cast to jsonb by the upsert.
 COLUMNS = (
     ("dlq_id", "bigint"), ("capture_pass_id", "bigint"), ("identity", "text"), ("body", "bytea"),
     ("body_size", "bigint"), ("content_type", "text"), ("content_hash", "text"), ("headers", "jsonb"),
@@ -32,13 +39,27 @@ COLUMNS = (
     ("stack_trace", "text"), ("attempt_count", "integer"), ("first_failed_at", "timestamptz"),
     ("last_failed_at", "timestamptz"), ("source_message_id", "text"), ("failure_extras", "jsonb"),
 )  # fmt: skip
+_IDENTITY, _TIMES_SEEN = 2, 11  # filled in by dead_letters_write
+_STAGED_TYPES = ["text" if kind == "jsonb" else kind for _, kind in COLUMNS]
+_NAMES = ", ".join(name for name, _ in COLUMNS)
 
-UPSERT = (
-    f"INSERT INTO recovery_deadletter ({', '.join(c for c, _ in COLUMNS)}) "  # noqa: S608 - constant text
-    f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for _, t in COLUMNS)}) "
+# One per database session, emptied at every commit; the version suffix keeps a session that a
+# pooler hands from an older release from meeting a different shape under the same name.
+_STAGING = "recovery_capture_staging_v1"
+_CREATE_STAGING = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} "
+    f"({', '.join(f'{name} {kind}' for (name, _), kind in zip(COLUMNS, _STAGED_TYPES, strict=True))}) "
+    "ON COMMIT DELETE ROWS"
+)
+_COPY = f"COPY {_STAGING} ({_NAMES}) FROM STDIN (FORMAT BINARY)"
+_UPSERT = (
+    f"INSERT INTO recovery_deadletter ({_NAMES}) "  # noqa: S608 - constant text
+    f"SELECT {', '.join(f'{name}::jsonb' if kind == 'jsonb' else name for name, kind in COLUMNS)} FROM {_STAGING} "
     "ON CONFLICT (dlq_id, identity) DO UPDATE SET times_seen = recovery_deadletter.times_seen + EXCLUDED.times_seen "
     "RETURNING id, identity, (xmax = 0) AS inserted"
 )
+# The ids travel as one array literal: psycopg would dump a list element by element in Python.
+_MARK_REMOVED = "UPDATE recovery_deadletter SET removed_at = %s WHERE id = ANY(%s::bigint[]) AND removed_at IS NULL"
 
 
 @dataclass
@@ -51,6 +72,16 @@ class StoreResult:
     removable_rows: list[int] = field(default_factory=list)
 
 
+@dataclass
+class PreparedBatch:
+    """A batch's rows as far as they can be worked out without the database: one row per message
+    in ``COLUMNS`` order (identity and times_seen still open), and the AMQP content digests."""
+
+    messages: list[ReceivedMessage]
+    rows: list[list[Any]]
+    digests: list[str] | None = None
+
+
 def _content_type(message: ReceivedMessage) -> str:
     props, headers = message.properties, message.headers
     value = props.get("content_type") or headers.get("content-type") or headers.get("contentType") or ""
@@ -59,62 +90,93 @@ def _content_type(message: ReceivedMessage) -> str:
     return str(value)[:200]
 
 
-def _row(dlq: DeadLetterQueue, pass_id: int | None, identity: str, message: ReceivedMessage, times: int,
-         now: datetime) -> tuple:  # fmt: skip
-    oversize = message.size > settings.RECOVERY_CAPTURE_MAX_BODY
-    failure = normalise(
-        dlq.broker.kind,
-        message.headers,
-        message.properties,
-        body=message.body if not oversize else b"",
-        header_mapping=dlq.header_mapping or None,
-        dlq_sources=dlq.sources or (),
-    )
-    return (
-        dlq.pk, pass_id, identity, b"" if oversize else message.body, message.size, _content_type(message),
-        hashlib.sha256(message.body).hexdigest(), Jsonb(message.headers), Jsonb(message.properties), now,
-        DeadLetterState.OVERSIZE if oversize else DeadLetterState.CAPTURED, times, failure.origin, failure.reason,
-        failure.error_class, failure.error_message, failure.stack_trace, failure.attempt_count,
-        failure.first_failed_at, failure.last_failed_at, failure.source_message_id, Jsonb(failure.extras),
-    )  # fmt: skip
+def dead_letters_prepare(
+    *, dlq: DeadLetterQueue, pass_id: int | None, messages: list[ReceivedMessage], now: datetime | None = None
+) -> PreparedBatch:
+    """The rows of a batch, without touching the database: bodies, hashes, headers and
+    properties as JSON text, and the normalised failure (invariant 10: ``normalise`` never
+    raises). Oversize bodies (above RECOVERY_CAPTURE_MAX_BODY) are left out, their size and hash
+    kept."""
+    kind = dlq.broker.kind
+    mapping, sources = dlq.header_mapping or None, dlq.sources or ()
+    max_body = settings.RECOVERY_CAPTURE_MAX_BODY
+    now = now or timezone.now()
+    digests: list[str] | None = [] if kind == BrokerKind.RABBITMQ else None
+    rows = []
+    for message in messages:
+        oversize = message.size > max_body
+        body = b"" if oversize else message.body
+        content_hash = hashlib.sha256(message.body).hexdigest()
+        headers = stable_json(message.headers)
+        if digests is not None:
+            digests.append(content_digest(message, body_sha256=content_hash, headers_json=headers))
+        failure = normalise(
+            kind, message.headers, message.properties, body=body, header_mapping=mapping, dlq_sources=sources
+        )
+        rows.append([
+            dlq.pk, pass_id, None, body, message.size, _content_type(message), content_hash, headers,
+            stable_json(message.properties), now, DeadLetterState.OVERSIZE if oversize else DeadLetterState.CAPTURED,
+            1, failure.origin, failure.reason, failure.error_class, failure.error_message, failure.stack_trace,
+            failure.attempt_count, failure.first_failed_at, failure.last_failed_at, failure.source_message_id,
+            stable_json(failure.extras) if failure.extras else "{}",
+        ])  # fmt: skip
+    return PreparedBatch(messages=messages, rows=rows, digests=digests)
 
 
-def dead_letters_upsert(*, dlq: DeadLetterQueue, pass_id: int | None, messages: list[ReceivedMessage]) -> StoreResult:
-    """Insert new letters, count the ones already known; must run inside the caller's transaction.
+def dead_letters_write(
+    *, dlq: DeadLetterQueue, prepared: PreparedBatch, removed_rows: Collection[int] = ()
+) -> StoreResult:
+    """Insert new letters, count the ones already known; must run inside the caller's
+    transaction. AMQP identities are matched against the rows still on the broker: rows of
+    earlier batches must be marked removed by then, or be listed in ``removed_rows``.
 
-    Oversize messages (body above RECOVERY_CAPTURE_MAX_BODY) are recorded with their metadata
-    and no body; from a drained DLQ they are not removable: they stay on the broker, never lost.
+    Oversize messages are recorded with their metadata and no body; from a drained DLQ they
+    are not removable: they stay on the broker, never lost.
     """
+    messages = prepared.messages
     result = StoreResult(received=len(messages))
     if not messages:
         return result
-    grouped: dict[str, list[ReceivedMessage]] = {}
-    for identity, message in zip(capture_identities(dlq, messages), messages, strict=True):
-        grouped.setdefault(identity, []).append(message)
-    now = timezone.now()
-    rows = [_row(dlq, pass_id, identity, group[0], len(group), now) for identity, group in grouped.items()]
-    columns = [list(values) for values in zip(*rows, strict=True)]
+    grouped: dict[str, list[int]] = {}
+    for index, identity in enumerate(capture_identities(dlq, messages, prepared.digests, removed_rows=removed_rows)):
+        grouped.setdefault(identity, []).append(index)
     connection.ensure_connection()
-    # A plain psycopg cursor binds on the server and %b sends the arrays in binary: Django's
-    # client-side binding would quote every body into the SQL text.
+    # A plain psycopg cursor on Django's connection (same transaction): Django's cursor has no COPY.
     with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(UPSERT, columns)
+        cursor.execute(_CREATE_STAGING)
+        with cursor.copy(_COPY) as copy:
+            copy.set_types(_STAGED_TYPES)
+            for identity, indexes in grouped.items():
+                row = prepared.rows[indexes[0]]
+                row[_IDENTITY], row[_TIMES_SEEN] = identity, len(indexes)
+                copy.write_row(row)
+        cursor.execute(_UPSERT)
         returned = {identity: (row_id, inserted) for row_id, identity, inserted in cursor.fetchall()}
     keep_oversize = dlq.capture_mode == CaptureMode.DRAIN
-    for identity, group in grouped.items():
+    max_body = settings.RECOVERY_CAPTURE_MAX_BODY
+    for identity, indexes in grouped.items():
         row_id, inserted = returned[identity]
         result.captured += 1 if inserted else 0
-        result.duplicates += len(group) - (1 if inserted else 0)
-        if group[0].size > settings.RECOVERY_CAPTURE_MAX_BODY:
-            result.oversize += len(group)
+        result.duplicates += len(indexes) - (1 if inserted else 0)
+        if messages[indexes[0]].size > max_body:
+            result.oversize += len(indexes)
             if keep_oversize:
                 continue
-        result.removable.extend(group)
+        result.removable.extend(messages[i] for i in indexes)
         result.removable_rows.append(row_id)
     return result
 
 
-def dead_letters_mark_removed(row_ids: list[int]) -> None:
-    """Record that the broker confirmed the removal of these rows' messages."""
+def dead_letters_upsert(*, dlq: DeadLetterQueue, pass_id: int | None, messages: list[ReceivedMessage]) -> StoreResult:
+    """Prepare and write a batch in one go; must run inside the caller's transaction."""
+    return dead_letters_write(dlq=dlq, prepared=dead_letters_prepare(dlq=dlq, pass_id=pass_id, messages=messages))
+
+
+def dead_letters_mark_removed(row_ids: list[int], *, at: datetime | None = None) -> None:
+    """Record that the broker confirmed the removal of these rows' messages (at ``at``, default
+    now). Rows already marked keep their first time."""
     if row_ids:
-        DeadLetter.objects.filter(pk__in=row_ids, removed_at__isnull=True).update(removed_at=timezone.now())
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            ids = "{" + ",".join(map(str, row_ids)) + "}"
+            cursor.execute(_MARK_REMOVED, [at or timezone.now(), ids])

@@ -257,6 +257,43 @@ def test_release_requeues(adapter, declare) -> None:
     assert all(m.properties["redelivered"] for m in again)
 
 
+def test_one_consumer_runs_from_the_first_receive_until_release(adapter, amqp, declare) -> None:
+    """No consume/cancel round trip per receive: the consumer stays, prefetching two batches."""
+    queue = declare()
+    _publish_to(adapter, queue, _messages(10))
+
+    def consumers_and_ready() -> tuple[int, int]:
+        method = amqp.queue_declare(queue, passive=True).method
+        return method.consumer_count, method.message_count
+
+    first = adapter.receive(DlqAddress(queue), max_messages=2, wait_seconds=1)
+    assert wait_until(lambda: consumers_and_ready() == (1, 6), timeout=3)  # 2 handed out, 2 prefetched
+    second = adapter.receive(DlqAddress(queue), max_messages=2, wait_seconds=1)
+    assert [m.identity for m in first + second] == ["m-0", "m-1", "m-2", "m-3"]
+    assert consumers_and_ready() == (1, 6)  # taken from the prefetch; four unacked, so none more
+
+    adapter.release(DlqAddress(queue), second)  # stops the consumer, requeues its prefetch too
+
+    assert wait_until(lambda: consumers_and_ready() == (0, 8), timeout=3)
+    adapter.remove(DlqAddress(queue), first)  # handed-out messages stay held across the release
+    adapter.close()
+    assert wait_until(lambda: consumers_and_ready() == (0, 8), timeout=3)
+
+
+def test_prefetched_messages_go_back_when_the_adapter_closes(adapter, open_adapter, declare) -> None:
+    queue = declare()
+    _publish_to(adapter, queue, _messages(6))
+    (first,) = adapter.receive(DlqAddress(queue), max_messages=1, wait_seconds=1)
+    adapter.remove(DlqAddress(queue), [first])
+    adapter.close()
+
+    rest = open_adapter().receive(DlqAddress(queue), max_messages=10, wait_seconds=2)
+
+    redelivered = {m.identity: m.properties["redelivered"] for m in rest}
+    assert sorted(redelivered) == ["m-1", "m-2", "m-3", "m-4", "m-5"]
+    assert redelivered["m-1"] and not redelivered["m-5"]  # prefetched (2 at a time) vs never delivered
+
+
 def test_remove_refuses_messages_it_no_longer_holds(adapter, declare) -> None:
     queue = declare()
     _publish_to(adapter, queue, _messages(1))
