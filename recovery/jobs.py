@@ -36,6 +36,17 @@ def capture_dlq(pass_id: int) -> None:
     capture_pass_run(pass_id=pass_id)
 
 
+def classify_dlq(dlq_id: int) -> None:
+    """Classify a DLQ's letters not classified yet (enqueued by its capture passes)."""
+    from recovery.classification.services import letters_classify
+    from recovery.models import DeadLetterQueue
+
+    dlq = DeadLetterQueue.objects.filter(pk=dlq_id).first()
+    for _ in range(1000):  # 10 million letters at most per job; the next capture asks again
+        if dlq is None or not letters_classify(dlq=dlq).seen:
+            break
+
+
 def triage_bulk(job_id: int) -> None:
     """Apply a bulk triage action to a whole filter result (the job row carries the progress)."""
     from recovery.triage.services import triage_bulk_run

@@ -5,10 +5,16 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import django_rq
+from django.db import connection
+from rq import Queue
+from rq.exceptions import DequeueTimeout
 
 
 def free_port() -> int:
@@ -62,3 +68,42 @@ def _answers(port: int) -> bool:
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+class JobRunner(threading.Thread):
+    """Performs the console's background jobs as an RQ worker would: takes each job off the real
+    queue and runs it. An RQ worker cannot run here: it installs signal handlers, which only the
+    main thread may do, and the main thread drives the browser while the run progresses (pause
+    and resume must happen during the run, and resume must enqueue a fresh worker job, so the
+    test takes the jobs the console enqueued rather than calling the engine itself)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.queue: Queue = django_rq.get_queue("default")
+        self.stopping = threading.Event()
+        self.busy = threading.Event()
+        self.performed: list[str] = []
+        self.errors: list[BaseException] = []
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                try:
+                    job, _queue = Queue.dequeue_any([self.queue], timeout=1, connection=self.queue.connection)
+                except DequeueTimeout:
+                    continue
+                self.busy.set()
+                try:
+                    job.perform()
+                    self.performed.append(f"{job.func_name}{tuple(job.args)}")
+                except BaseException as exc:  # noqa: BLE001 - reported by the test
+                    self.errors.append(exc)
+                finally:
+                    self.busy.clear()
+        finally:
+            connection.close()  # a thread's own database connection; the test database is dropped later
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=15)
+        assert not self.is_alive(), "the job runner did not stop"

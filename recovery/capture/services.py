@@ -14,6 +14,7 @@ commit has returned.
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from recovery.models import AuditAction, CapturePass, CapturePassState, CaptureT
 from recovery.permissions import Capability, ensure_can
 
 ACTIVE = (CapturePassState.QUEUED, CapturePassState.RUNNING)
+logger = logging.getLogger(__name__)
 
 
 def _stale_before() -> Any:
@@ -196,20 +198,28 @@ def _remove_committed(adapter: BrokerAdapter, address: DlqAddress, committing: F
     return _Removal(rows=stored.removable_rows, count=len(stored.removable), at=timezone.now())
 
 
-def _classify(row_ids: list[int]) -> None:
-    """Classify a committed batch's new letters (rules, fingerprint, duplicates, expiry, and the
-    x-replay-id of a replayed message that came back, which stop conditions count)."""
-    from recovery.classification.services import letters_classify
+def _classification_requested(dlq: DeadLetterQueue, *, throttle: bool = True) -> None:
+    """Have the new letters classified (rules, fingerprint, duplicates, expiry, and the
+    x-replay-id of a replayed message that came back, which stop conditions count) by a job in
+    another worker, at most once a second per DLQ while a pass runs, and once when it ends. The
+    capture pass itself stays as fast as the broker and PostgreSQL allow, and a classification
+    problem can never fail a capture (invariant 1 comes first)."""
+    from recovery.job_backend import enqueue
+    from recovery.jobs import classify_dlq
 
-    if row_ids:
-        letters_classify(letter_ids=row_ids)
+    if throttle:
+        try:
+            import redis
 
-
-def _classify_rest(dlq: DeadLetterQueue) -> None:
-    """What the per-batch classification did not cover (letters kept on the broker as oversize)."""
-    from recovery.classification.services import letters_classify
-
-    letters_classify(dlq=dlq)
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+            if not client.set(f"recovery:classify:{dlq.pk}", "1", nx=True, px=1000):
+                return
+        except Exception:  # noqa: BLE001 - without Redis there is no job queue either; the pass goes on
+            return
+    try:
+        enqueue(classify_dlq, dlq.pk)
+    except Exception:  # noqa: BLE001 - the scheduler's next pass asks again
+        logger.warning("classification of %s not enqueued", dlq.name, exc_info=True)
 
 
 def _refresh_retention(adapter: BrokerAdapter, dlq: DeadLetterQueue) -> None:
@@ -237,7 +247,6 @@ def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
     with broker_session(dlq.broker, timeout=10) as adapter, BatchWriter() as writer, BatchWriter() as marker:
         marking = _Marking(marker, capture_pass)
         retention_known = False
-        classifying: list[Future[Any]] = []
         total = 0
         committing: Future[StoreResult] | None = None  # the writer's job for the last batch read
         while True:
@@ -261,15 +270,12 @@ def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
             prepared = dead_letters_prepare(dlq=dlq, pass_id=capture_pass.pk, messages=batch) if batch else None
             if committing is not None:
                 marking.add(_remove_committed(adapter, address, committing))
-                # Classified at capture (issue 5), on the marker's connection, after the commit.
-                classifying.append(marker.submit(_classify, committing.result().removable_rows))
+                _classification_requested(dlq)
             if prepared is None:
                 break
             committing = writer.submit(_commit_batch, capture_pass, prepared, marking.unmarked_rows())
         marking.wait()
-        for job in classifying:
-            job.result()
-    _classify_rest(dlq)
+    _classification_requested(dlq, throttle=False)
 
 
 def capture_pass_run(*, pass_id: int, max_messages: int | None = None) -> CapturePass | None:

@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 
-import django_rq
 import pytest
-from django.db import connection
 from playwright.sync_api import Browser, BrowserContext, Page, expect
-from rq import Queue
-from rq.exceptions import DequeueTimeout
 
 from recovery.brokers.base import DlqAddress
 from recovery.brokers.registry import adapter_for
@@ -39,7 +34,7 @@ from recovery.permissions import Role
 from tests.brokers.harness import RabbitHarness
 from tests.browser.helpers import sign_in
 from tests.conftest import PASSWORD
-from tests.helpers import wait_until
+from tests.helpers import JobRunner, wait_until
 from tests.recovery.replay.helpers import captured_letters
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -54,45 +49,6 @@ VERIFICATIONS = [
     {"step": "no_redeadletter_within", "seconds": 2},
     {"step": "target_depth_below_within", "max": 1000, "seconds": 10},
 ]
-
-
-class JobRunner(threading.Thread):
-    """Performs the console's background jobs as an RQ worker would: takes each job off the real
-    queue and runs it. An RQ worker cannot run here: it installs signal handlers, which only the
-    main thread may do, and the main thread drives the browser while the run progresses (pause
-    and resume must happen during the run, and resume must enqueue a fresh worker job, so the
-    test takes the jobs the console enqueued rather than calling the engine itself)."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.queue: Queue = django_rq.get_queue("default")
-        self.stopping = threading.Event()
-        self.busy = threading.Event()
-        self.performed: list[str] = []
-        self.errors: list[BaseException] = []
-
-    def run(self) -> None:
-        try:
-            while not self.stopping.is_set():
-                try:
-                    job, _queue = Queue.dequeue_any([self.queue], timeout=1, connection=self.queue.connection)
-                except DequeueTimeout:
-                    continue
-                self.busy.set()
-                try:
-                    job.perform()
-                    self.performed.append(f"{job.func_name}{tuple(job.args)}")
-                except BaseException as exc:  # noqa: BLE001 - reported by the test
-                    self.errors.append(exc)
-                finally:
-                    self.busy.clear()
-        finally:
-            connection.close()  # a thread's own database connection; the test database is dropped later
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(timeout=15)
-        assert not self.is_alive(), "the job runner did not stop"
 
 
 @pytest.fixture
@@ -279,7 +235,8 @@ def test_author_approver_and_operator_replay_a_rabbitmq_dlq(live_server, make_us
     for control in ("run-pause", "run-resume", "run-abort"):
         expect(page.get_by_test_id(control)).to_have_count(0)
     jobs.stop()
-    assert len(jobs.performed) == 2, jobs.performed  # the worker started with the run, and one on resume
+    workers = [job for job in jobs.performed if job.startswith("recovery.jobs.replay_worker")]
+    assert len(workers) == 2, jobs.performed  # the worker started with the run, and one on resume
 
     # -- what the target received: every letter of the plan, once -----------------------------
     replay_ids = set(PlanItem.objects.filter(plan=plan, state="included").values_list("replay_id", flat=True))

@@ -19,7 +19,8 @@ def captured_letters(harness: Any, count: int, *, prefix: str = "m") -> tuple[An
     capture_pass_run(pass_id=capture_pass_request(actor="cli:test", dlq=dlq, trigger=CaptureTrigger.CLI).pk)
     letters = list(DeadLetter.objects.filter(dlq=dlq).order_by("id"))
     assert len(letters) == count
-    DeadLetter.objects.filter(dlq=dlq).update(disposition=Disposition.REPLAY)
+    # as an operator's bulk action does: classified by hand, so classification jobs leave them alone
+    DeadLetter.objects.filter(dlq=dlq).update(disposition=Disposition.REPLAY, classified_by="manual")
     return dlq, letters
 
 

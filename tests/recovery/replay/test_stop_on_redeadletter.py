@@ -14,12 +14,10 @@ from django.urls import reverse
 
 from recovery.brokers.base import Target
 from recovery.capture.services import capture_pass_request, capture_pass_run
-from recovery.classification.services import letters_classify
 from recovery.models import CaptureTrigger, DeadLetter, ReplayRun, RunState
 from recovery.permissions import Role
-from recovery.replay.engine import Worker
 from tests.brokers.harness import RabbitHarness
-from tests.helpers import wait_until
+from tests.helpers import JobRunner, wait_until
 from tests.recovery.replay.helpers import approved_plan, captured_letters, start
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -47,25 +45,20 @@ def _rejecting_consumer(rabbit: RabbitHarness, queue: str, stop: threading.Event
 
 
 def _capture_loop(dlq, stop: threading.Event) -> None:
-    """What the scheduler does: capture the DLQ often (and classification reads x-replay-id)."""
+    """What the scheduler does: capture the DLQ often. The pass asks for classification jobs,
+    which the job runners perform (classification reads the x-replay-id)."""
     try:
         while not stop.is_set():
             requested = capture_pass_request(actor="cli:test", dlq=dlq, trigger=CaptureTrigger.CLI)
             capture_pass_run(pass_id=requested.pk)
-            letters_classify(dlq=dlq)
             time.sleep(0.3)
     finally:
         connection.close()
 
 
-def _work(run_id: int) -> None:
-    try:
-        Worker(run_id, 0).run()
-    finally:
-        connection.close()
-
-
-def test_a_run_whose_messages_come_back_pauses_itself_with_the_reason(rabbit, make_user, client_for, test_redis):
+def test_a_run_whose_messages_come_back_pauses_itself_with_the_reason(
+    rabbit, make_user, client_for, test_redis, settings
+) -> None:
     dlq, _letters = captured_letters(rabbit, 200)
     work = f"work-{uuid.uuid4().hex[:8]}"
     conn, channel = rabbit._channel()
@@ -76,12 +69,15 @@ def test_a_run_whose_messages_come_back_pauses_itself_with_the_reason(rabbit, ma
     condition = {"condition": "redeadletter_rate", "max_percent": 10, "window_s": 10, "min_published": 5}
     plan, _ = approved_plan(rabbit, dlq, Target(name="", routing_key=work), make_user, rate_per_second=20,
                             batch_size=2, stop_conditions=[condition])  # fmt: skip
+    settings.RECOVERY_JOB_BACKEND = "rq"
+    runners = [JobRunner(), JobRunner()]  # the run's worker job holds one; classification jobs use the other
+    for runner in runners:
+        runner.start()
     run = start(plan, make_user)
     stop = threading.Event()
     threads = [
         threading.Thread(target=_rejecting_consumer, args=(rabbit, work, stop), daemon=True),
         threading.Thread(target=_capture_loop, args=(dlq, stop), daemon=True),
-        threading.Thread(target=_work, args=(run.pk,), daemon=True),
     ]
     for thread in threads:
         thread.start()
@@ -92,33 +88,10 @@ def test_a_run_whose_messages_come_back_pauses_itself_with_the_reason(rabbit, ma
         ReplayRun.objects.filter(pk=run.pk, state=RunState.RUNNING).update(control="abort", state=RunState.ABORTED)
         for thread in threads:
             thread.join(timeout=15)
+        for runner in runners:
+            runner.stop()
+    assert not [e for runner in runners for e in runner.errors]
     run.refresh_from_db()
-    print(
-        "DEBUG letters",
-        DeadLetter.objects.filter(dlq=dlq).count(),
-        "with replay id",
-        DeadLetter.objects.exclude(replay_id="").count(),
-        "unclassified",
-        DeadLetter.objects.filter(classified_by="").count(),
-        list(DeadLetter.objects.order_by("-id").values_list("headers", "replay_id", "classified_by")[:2]),
-    )
-    from recovery.models import LedgerEntry
-    from recovery.replay.stop_conditions import evaluate_stop_conditions
-
-    mid = LedgerEntry.objects.filter(run=run).order_by("published_at").values_list("published_at", flat=True)[150]
-    print(
-        "DEBUG eval",
-        run.plan.stop_conditions,
-        [r.as_dict() for r in evaluate_stop_conditions(run, now=mid)],
-        run.events.values_list("kind", "message")[:20],
-    )
-    print(
-        "DEBUG captured",
-        list(
-            DeadLetter.objects.exclude(replay_id="").order_by("captured_at").values_list("captured_at", flat=True)[:3]
-        ),
-        mid,
-    )
     assert paused, f"the run did not pause: {run.state}, {run.published} published"
     assert "redeadletter_rate" in run.stop_reason and "re-dead-letter rate" in run.stop_reason
     assert run.published < run.total, "it stopped well before the end"
