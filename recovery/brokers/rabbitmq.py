@@ -594,7 +594,8 @@ def _received(method: pika.spec.Basic.Deliver, properties: pika.spec.BasicProper
 
 def _json_safe_table(table: dict[Any, Any]) -> Any:
     """``json_safe(table)``, with the common cases (text names; text, int, bool or no value)
-    done inline: it runs for every delivery. Anything else goes through json_safe itself."""
+    done inline: it runs for every delivery. Anything else goes through json_safe itself, so
+    hostile values are handled exactly as before (invariant 10)."""
     if table.__class__ is not dict:
         return json_safe(table)
     safe = {}

@@ -161,7 +161,9 @@ def _mark_removed(capture_pass: CapturePass, removal: _Removal) -> None:
 
 
 class _Marking:
-    """Removals being recorded by the marker while the writer goes on with the next batches."""
+    """Removals being recorded by the marker while the writer goes on with the next batches.
+    Until a removal's marking has committed, its rows are handed to the writer as removed, so
+    that no AMQP redelivery is matched to them (invariant 1: one row per broker message)."""
 
     def __init__(self, marker: BatchWriter, capture_pass: CapturePass) -> None:
         self.marker = marker
