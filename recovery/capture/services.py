@@ -14,6 +14,7 @@ commit has returned.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from concurrent.futures import Future
@@ -200,6 +201,14 @@ def _remove_committed(adapter: BrokerAdapter, address: DlqAddress, committing: F
     return _Removal(rows=stored.removable_rows, count=len(stored.removable), at=timezone.now())
 
 
+@functools.cache
+def _throttle_client() -> Any:
+    """One Redis client per process for the classification throttle (not one per batch)."""
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
 def _classification_requested(dlq: DeadLetterQueue, *, throttle: bool = True) -> None:
     """Have the new letters classified (rules, fingerprint, duplicates, expiry, and the
     x-replay-id of a replayed message that came back, which stop conditions count) by a job in
@@ -211,10 +220,7 @@ def _classification_requested(dlq: DeadLetterQueue, *, throttle: bool = True) ->
 
     if throttle:
         try:
-            import redis
-
-            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
-            if not client.set(f"recovery:classify:{dlq.pk}", "1", nx=True, px=1000):
+            if not _throttle_client().set(f"recovery:classify:{dlq.pk}", "1", nx=True, px=1000):
                 return
         except Exception:  # noqa: BLE001 - without Redis there is no job queue either; the pass goes on
             return

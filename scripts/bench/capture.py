@@ -30,12 +30,16 @@ BODY = (b'{"order": 1, "pad": "' + b"x" * 1000)[:1021] + b'"}\n'  # 1 KiB
 
 
 # ----------------------------------------------------------------------------- RabbitMQ
-def _rabbit_channel():
+def rabbit_connection() -> pika.BlockingConnection:
     params = pika.URLParameters(os.environ["LOCAL_RABBITMQ_URL"])
     params.credentials = pika.PlainCredentials(
         os.environ["LOCAL_RABBITMQ_USERNAME"], os.environ["LOCAL_RABBITMQ_PASSWORD"]
     )
-    connection = pika.BlockingConnection(params)
+    return pika.BlockingConnection(params)
+
+
+def _rabbit_channel():
+    connection = rabbit_connection()
     return connection, connection.channel()
 
 

@@ -23,21 +23,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
-import boto3
 import pika
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
-BODY = (b'{"order": 1, "pad": "' + b"x" * 1000)[:1021] + b'"}\n'  # 1 KiB, as the capture benchmark
-
+from scripts.bench import capture
+from scripts.bench.capture import BODY, rabbit_connection  # the same messages and clients as the capture bench
 
 # ----------------------------------------------------------------------------- RabbitMQ
-def rabbit_connection() -> pika.BlockingConnection:
-    params = pika.URLParameters(os.environ["LOCAL_RABBITMQ_URL"])
-    params.credentials = pika.PlainCredentials(
-        os.environ["LOCAL_RABBITMQ_USERNAME"], os.environ["LOCAL_RABBITMQ_PASSWORD"]
-    )
-    return pika.BlockingConnection(params)
 
 
 def rabbit_queue() -> str:
@@ -191,27 +183,11 @@ def shovel_move(source: str, target: str, count: int) -> float:
 
 
 # ----------------------------------------------------------------------------- Kafka
-class Kafka:
-    def __init__(self) -> None:
-        self.servers = os.environ["LOCAL_KAFKA_BOOTSTRAP_SERVERS"]
-        self.admin = AdminClient({"bootstrap.servers": self.servers})
+class Kafka(capture.Kafka):
+    """The capture bench's Kafka client (topics, fill) plus a move loop and a counter."""
 
     def topic(self) -> str:
-        name = f"bench-replay-{uuid.uuid4().hex[:8]}"
-        for future in self.admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)]).values():
-            future.result(timeout=10)
-        return name
-
-    def fill(self, topic: str, count: int) -> None:
-        producer = Producer({"bootstrap.servers": self.servers, "linger.ms": 5, "acks": "all"})
-        for _ in range(count):
-            while True:
-                try:
-                    producer.produce(topic, BODY, headers=[("x-exception-class", b"TimeoutError")])
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-        assert producer.flush(60) == 0
+        return self.create()
 
     def move(self, source: str, target: str, count: int, batch: int) -> None:
         consumer = Consumer({"bootstrap.servers": self.servers, "group.id": f"raw-{uuid.uuid4().hex[:8]}",
@@ -263,18 +239,11 @@ class Kafka:
 
 
 # ----------------------------------------------------------------------------- SQS
-class Sqs:
-    def __init__(self) -> None:
-        self.client = boto3.client(
-            "sqs",
-            endpoint_url=os.environ["LOCAL_SQS_ENDPOINT_URL"],
-            region_name=os.environ["LOCAL_SQS_REGION"],
-            aws_access_key_id=os.environ["LOCAL_SQS_ACCESS_KEY_ID"],
-            aws_secret_access_key=os.environ["LOCAL_SQS_SECRET_ACCESS_KEY"],
-        )
+class Sqs(capture.Sqs):
+    """The capture bench's SQS client plus a threaded fill, a depth and a move loop."""
 
     def queue(self) -> str:
-        return self.client.create_queue(QueueName=f"bench-replay-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        return self.create()
 
     def depth(self, url: str) -> int:
         attributes = self.client.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
