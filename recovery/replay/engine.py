@@ -10,6 +10,9 @@ Each worker, in a loop:
    each carrying x-replay-id, x-original-message-id and traceparent - invariant 3;
 5. records each outcome only while it still holds the row's token (row count checked): a worker
    whose lease expired and whose rows were re-claimed records nothing - invariant 4.
+Claiming the next batch and recording the last one run on the worker's ledger thread (a second
+database connection, recovery.replay.ledger) while it publishes, so the broker and PostgreSQL
+work at the same time.
 
 A worker that dies mid-batch leaves leased rows; they become claimable when the lease expires
 and are published again with the same x-replay-id (a consumer dedupes on it). The scheduler's
@@ -19,19 +22,20 @@ evaluated at most once a second by whichever worker gets there first - invariant
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from recovery.audit.services import audit_record
@@ -43,7 +47,6 @@ from recovery.models import (
     AuditAction,
     Broker,
     LedgerEntry,
-    PlanItem,
     PlanState,
     ReplayPlan,
     ReplayRun,
@@ -51,12 +54,12 @@ from recovery.models import (
     RunState,
 )
 from recovery.replay import messages
+from recovery.replay.ledger import LedgerThread, Outcome
 from recovery.replay.targets import as_target
 
 log = logging.getLogger(__name__)
 
 SLICE = 0.2  # seconds between control checks while waiting
-MAX_ATTEMPTS = 3  # publish attempts per letter before its ledger row is failed
 WORKER_SECONDS = 600  # a worker job re-enqueues itself after this long (jobs stay short)
 HEARTBEAT_TTL = 15
 RUN_STAGE_PRECONDITIONS = {"time_window", "http_health", "target_depth_below"}
@@ -100,12 +103,36 @@ def watchdog() -> list[tuple[int, int]]:
     return restarted
 
 
+# One round trip per batch: lease the rows and read their messages' content.
+_CLAIM_SQL = (
+    "WITH picked AS (SELECT id FROM recovery_ledgerentry WHERE run_id = %s AND (state = 'pending' OR "
+    "(state = 'leased' AND lease_expires_at < now())) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED), "
+    "claimed AS (UPDATE recovery_ledgerentry l SET state = 'leased', lease_owner = %s, "
+    "lease_expires_at = now() + make_interval(secs => %s), fencing_token = l.fencing_token + 1, "
+    "attempts = l.attempts + 1 FROM picked WHERE l.id = picked.id "
+    "RETURNING l.id, l.letter_id, l.item_id, l.fencing_token) "
+    "SELECT c.id, c.letter_id, c.item_id, c.fencing_token, i.target, i.replay_id, d.body, d.headers, d.properties, "
+    "d.content_type, d.source_message_id, d.identity FROM claimed c "
+    "JOIN recovery_planitem i ON i.id = c.item_id JOIN recovery_deadletter d ON d.id = c.letter_id ORDER BY c.id"
+)
+
+
+def _json(value: Any) -> Any:
+    """A jsonb column read with a raw cursor (Django hands jsonb over as text)."""
+    return json.loads(value) if isinstance(value, str | bytes) else (value if value is not None else {})
+
+
 @dataclass
 class Claimed:
+    """A leased ledger row with what its message is made of (one query: the claim)."""
+
     ledger_id: int
     letter_id: int
     item_id: int
     token: int
+    target: dict[str, Any]
+    replay_id: str
+    letter: messages.LetterContent
 
 
 class Worker:
@@ -127,6 +154,8 @@ class Worker:
 
         limiter = RateLimiter(self.redis, self.run_id)
         deadline = time.monotonic() + WORKER_SECONDS
+        self.ledger = LedgerThread(self.run_id, self.owner)
+        self.ahead: Future[list[Claimed]] | None = None
         try:
             while True:
                 self._beat()
@@ -144,8 +173,9 @@ class Worker:
                 # A 1 s window may hold the rate plus one batch: batches of at most a tenth of the
                 # current rate keep every second within 110% of plan (invariant 5), ramp steps included.
                 size = min(run.plan.batch_size, max(1, int(rate // 10)))
-                batch = self._claim(run, size if allowance < 0 else min(size, allowance))
+                batch = self._next_batch(run, size if allowance < 0 else min(size, allowance))
                 if not batch:
+                    self.ledger.flush()  # the last batch's rows count only once recorded
                     if self._finished_publishing(run):
                         continue  # the loop's next read sees VERIFYING
                     self._sleep_checking(SLICE)  # others hold leases; expired ones come back
@@ -160,21 +190,38 @@ class Worker:
                 if not granted:
                     self._release(batch)
                     continue
+                if allowance < 0:  # no canary cap: lease the next batch while this one goes out
+                    self.ahead = self.ledger.submit(self._claim, run, size)
                 self._publish(run, batch)
                 self._maybe_check_stop_conditions(run)
                 if time.monotonic() > deadline:
-                    from recovery.job_backend import enqueue
-                    from recovery.jobs import replay_worker
-
-                    with transaction.atomic():
-                        enqueue(replay_worker, self.run_id, self.number)
-                    return "continued"
+                    return self._continue_later()
         finally:
+            try:
+                self._release_ahead()
+                self.ledger.close()  # a returning worker leaves every batch it published recorded
+            finally:
+                self._close_adapters()
+
+    def _continue_later(self) -> str:
+        """Jobs stay short: after WORKER_SECONDS the worker enqueues its successor and returns."""
+        from recovery.job_backend import enqueue
+        from recovery.jobs import replay_worker
+
+        self._release_ahead()
+        self.ledger.flush()
+        with transaction.atomic():
+            enqueue(replay_worker, self.run_id, self.number)
+        return "continued"
+
+    def _close_adapters(self) -> None:
+        try:
             for adapter in self.adapters.values():
                 try:
                     adapter.close()
                 except Exception:  # noqa: BLE001 - closing must not hide the loop's outcome
                     log.exception("closing an adapter failed")
+        finally:
             self.redis.delete(_heartbeat_key(self.run_id, self.number))
 
     def _event(self, run: ReplayRun, kind: str, message: str, **data: Any) -> None:
@@ -253,7 +300,8 @@ class Worker:
     # -- the ledger ----------------------------------------------------------------------------
 
     def _claim(self, run: ReplayRun, limit: int) -> list[Claimed]:
-        """Lease up to ``limit`` rows: pending ones, or leased ones whose lease expired. During the
+        """Lease up to ``limit`` rows (pending ones, or leased ones whose lease expired) with a new
+        fencing token each, and read what their messages are made of, in one statement. During the
         canary, claims are serialised per run so workers never overshoot its size."""
         with transaction.atomic(), connection.cursor() as cursor:
             if run.phase == "canary":
@@ -262,24 +310,47 @@ class Worker:
                 limit = min(limit, run.plan.canary_count - claimed)
                 if limit <= 0:
                     return []
-            cursor.execute(
-                "WITH picked AS (SELECT id FROM recovery_ledgerentry WHERE run_id = %s AND (state = 'pending' OR "
-                "(state = 'leased' AND lease_expires_at < now())) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-                "UPDATE recovery_ledgerentry l SET state = 'leased', lease_owner = %s, "
-                "lease_expires_at = now() + make_interval(secs => %s), fencing_token = l.fencing_token + 1, "
-                "attempts = l.attempts + 1 FROM picked WHERE l.id = picked.id "
-                "RETURNING l.id, l.letter_id, l.item_id, l.fencing_token",
-                [run.pk, limit, self.owner, settings.RECOVERY_REPLAY_LEASE_SECONDS],
-            )
+            cursor.execute(_CLAIM_SQL, [run.pk, limit, self.owner, settings.RECOVERY_REPLAY_LEASE_SECONDS])
             rows = cursor.fetchall()
-        return sorted((Claimed(*row) for row in rows), key=lambda c: c.ledger_id)
+        return [
+            Claimed(ledger_id, letter_id, item_id, token, _json(target), replay_id,
+                    messages.LetterContent(bytes(body or b""), _json(headers), _json(properties), content_type,
+                                           source_message_id, identity))
+            for (ledger_id, letter_id, item_id, token, target, replay_id, body, headers, properties, content_type,
+                 source_message_id, identity) in rows
+        ]  # fmt: skip
 
     def _release(self, batch: list[Claimed]) -> None:
         """Give rows back untouched (paused before publishing): only while they are still ours."""
-        for claimed in batch:
-            LedgerEntry.objects.filter(
-                pk=claimed.ledger_id, state=AttemptState.LEASED, lease_owner=self.owner, fencing_token=claimed.token
-            ).update(state=AttemptState.PENDING, lease_owner="", lease_expires_at=None, attempts=F("attempts") - 1)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE recovery_ledgerentry l SET state = 'pending', lease_owner = '', lease_expires_at = NULL, "
+                "attempts = l.attempts - 1 FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, token) "
+                "WHERE l.id = v.id AND l.state = 'leased' AND l.lease_owner = %s AND l.fencing_token = v.token",
+                [[c.ledger_id for c in batch], [c.token for c in batch], self.owner],
+            )
+
+    def _next_batch(self, run: ReplayRun, limit: int) -> list[Claimed]:
+        """The batch claimed ahead, when it fits the current phase's size; else a fresh claim."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            batch = ahead.result()
+            if len(batch) <= limit:
+                return batch
+            self._release(batch)
+        return self._claim(run, limit)
+
+    def _release_ahead(self) -> None:
+        """A stopping worker gives back the batch it claimed ahead: nothing of it was published."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            try:
+                batch = ahead.result()
+            except Exception:  # noqa: BLE001 - a failed claim leased nothing
+                log.warning("claiming ahead failed", exc_info=True)
+                return
+            if batch:
+                self._release(batch)
 
     def _finished_publishing(self, run: ReplayRun) -> bool:
         """No pending and no leased row left: move the run to verifying (once)."""
@@ -304,15 +375,9 @@ class Worker:
         return self.adapters[broker_id]
 
     def _publish(self, run: ReplayRun, batch: list[Claimed]) -> None:
-        # One query for what the messages need: the item's target and replay id, the letter's content.
-        items = PlanItem.objects.select_related("letter").only(
-            "target", "replay_id", "letter__body", "letter__headers", "letter__properties", "letter__content_type",
-            "letter__source_message_id", "letter__identity",
-        ).in_bulk([c.item_id for c in batch])  # fmt: skip
-        letters = {item.letter_id: item.letter for item in items.values()}
         by_target: dict[tuple, list[Claimed]] = defaultdict(list)
         for claimed in batch:
-            target = items[claimed.item_id].target
+            target = claimed.target
             key = (target["broker"], target["name"], target.get("routing_key", ""), target.get("vhost", ""))
             by_target[key].append(claimed)
         for (broker_id, name, key, vhost), group in by_target.items():
@@ -320,13 +385,11 @@ class Worker:
             try:
                 adapter = self._adapter(broker_id)
                 kind = self.brokers[broker_id].kind
+                fifo = name.endswith(".fifo")
                 outgoing = [
-                    messages.outgoing(
-                        letters[c.letter_id], kind=kind, replay_id=items[c.item_id].replay_id, trace_id=run.trace_id,
-                        fifo=name.endswith(".fifo"),
-                    )
+                    messages.outgoing(c.letter, kind=kind, replay_id=c.replay_id, trace_id=run.trace_id, fifo=fifo)
                     for c in group
-                ]  # fmt: skip
+                ]
                 results = adapter.publish(target, outgoing)
             except RecoveryError as exc:
                 # The target is unreachable (connection lost, broker restarting): nothing was
@@ -340,9 +403,12 @@ class Worker:
                 self._sleep_checking(min(2 ** min(self.consecutive_failures, 4) * 0.25, 5.0))
                 continue
             fault_point("replay.after_publish")  # published, outcomes not recorded yet
-            self._record(
-                run, [(c, r.confirmed, r.error, r.broker_message_id) for c, r in zip(group, results, strict=True)]
-            )
+            outcomes = [
+                Outcome(c.ledger_id, c.token, r.confirmed, r.error, r.broker_message_id)
+                for c, r in zip(group, results, strict=True)
+            ]
+            self._count_errors(run, outcomes)
+            self.ledger.record(outcomes)
 
     def _drop_adapter(self, broker_id: int) -> None:
         adapter = self.adapters.pop(broker_id, None)
@@ -352,47 +418,16 @@ class Worker:
             except Exception:  # noqa: BLE001 - the connection is already broken
                 log.debug("closing a broken adapter failed", exc_info=True)
 
-    def _record(self, run: ReplayRun, outcomes: list[tuple[Claimed, bool, str, str]]) -> None:
-        """Write each outcome only while this worker still holds the row's token (invariant 4):
-        confirmed rows in one UPDATE whose row count is what counts as published. A failed
-        publish goes back to pending until MAX_ATTEMPTS, then the row is failed."""
-        now = timezone.now()
-        published = failed = 0
-        confirmed = [(c, message_id[:300]) for c, ok, _error, message_id in outcomes if ok]
-        with transaction.atomic():
-            if confirmed:
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "UPDATE recovery_ledgerentry l SET state = 'published', published_at = %s, "
-                        "broker_message_id = v.message_id, error = '' "
-                        "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(id, token, message_id) "
-                        "WHERE l.id = v.id AND l.state = 'leased' AND l.lease_owner = %s AND l.fencing_token = v.token",
-                        [now, [c.ledger_id for c, _ in confirmed], [c.token for c, _ in confirmed],
-                         [m for _, m in confirmed], self.owner],
-                    )  # fmt: skip
-                    published = cursor.rowcount
-            for claimed, ok, error, _message_id in outcomes:
-                if ok:
-                    continue
-                mine = LedgerEntry.objects.filter(
-                    pk=claimed.ledger_id, state=AttemptState.LEASED, lease_owner=self.owner,
-                    fencing_token=claimed.token,
-                )  # fmt: skip
-                final = mine.filter(attempts__gte=MAX_ATTEMPTS).update(state=AttemptState.FAILED, error=error[:2000])
-                failed += final
-                if not final:
-                    mine.update(state=AttemptState.PENDING, lease_owner="", lease_expires_at=None, error=error[:2000])
-            if published or failed:
-                ReplayRun.objects.filter(pk=run.pk).update(
-                    published=F("published") + published, failed=F("failed") + failed
-                )
-            errors = [error for _c, confirmed, error, _m in outcomes if not confirmed]
-            if errors:
-                self.consecutive_failures += len(errors)
-                self._event(run, "publish-error", f"{len(errors)} of {len(outcomes)} not confirmed: {errors[0]}",
-                            errors=len(errors), failures=self.consecutive_failures)  # fmt: skip
-            else:
-                self.consecutive_failures = 0
+    def _count_errors(self, run: ReplayRun, outcomes: list[Outcome]) -> None:
+        """Consecutive unconfirmed publishes feed the consecutive_failures stop condition through
+        the run's publish-error events; a confirmed batch resets the count."""
+        errors = [o.error for o in outcomes if not o.confirmed]
+        if errors:
+            self.consecutive_failures += len(errors)
+            self._event(run, "publish-error", f"{len(errors)} of {len(outcomes)} not confirmed: {errors[0]}",
+                        errors=len(errors), failures=self.consecutive_failures)  # fmt: skip
+        else:
+            self.consecutive_failures = 0
 
     # -- stop conditions and verification -----------------------------------------------------
 

@@ -10,10 +10,11 @@ replay id is the MessageDeduplicationId.
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from recovery.brokers.base import OutgoingMessage
-from recovery.models import BrokerKind, DeadLetter
+from recovery.models import BrokerKind
 
 REPLAY_ID = "x-replay-id"
 ORIGINAL_MESSAGE_ID = "x-original-message-id"
@@ -24,18 +25,41 @@ _AMQP_PROPERTIES = ("content_type", "content_encoding", "message_id", "correlati
                     "priority", "reply_to", "user_id")  # fmt: skip
 
 
+class Letter(Protocol):
+    """What a replayed message is made of: a DeadLetter, or the engine's LetterContent."""
+
+    body: Any
+    headers: Any
+    properties: Any
+    content_type: str
+    source_message_id: str
+    identity: str
+
+
+@dataclass(frozen=True)
+class LetterContent:
+    """A letter's content as the engine's claim reads it (no model instance per message)."""
+
+    body: bytes
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+    content_type: str
+    source_message_id: str
+    identity: str
+
+
 def traceparent(trace_id: str) -> str:
     """A W3C traceparent in the run's trace with a fresh span id, sampled."""
     trace = trace_id if len(trace_id) == 32 else secrets.token_hex(16)
     return f"00-{trace}-{secrets.token_hex(8)}-01"
 
 
-def original_message_id(letter: DeadLetter) -> str:
+def original_message_id(letter: Letter) -> str:
     props = letter.properties or {}
     return str(props.get("message_id") or props.get("MessageId") or letter.source_message_id or letter.identity)[:300]
 
 
-def outgoing(letter: DeadLetter, *, kind: str, replay_id: str, trace_id: str, fifo: bool = False) -> OutgoingMessage:
+def outgoing(letter: Letter, *, kind: str, replay_id: str, trace_id: str, fifo: bool = False) -> OutgoingMessage:
     headers = _headers(letter, kind)
     headers[REPLAY_ID] = replay_id
     headers[ORIGINAL_MESSAGE_ID] = original_message_id(letter)
@@ -45,7 +69,7 @@ def outgoing(letter: DeadLetter, *, kind: str, replay_id: str, trace_id: str, fi
     )
 
 
-def _headers(letter: DeadLetter, kind: str) -> dict[str, Any]:
+def _headers(letter: Letter, kind: str) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     for name, value in (letter.headers or {}).items():
         if name.startswith(_DEAD_LETTERING_HEADERS) or name in (REPLAY_ID, ORIGINAL_MESSAGE_ID, TRACEPARENT):
@@ -58,7 +82,7 @@ def _headers(letter: DeadLetter, kind: str) -> dict[str, Any]:
     return headers
 
 
-def _properties(letter: DeadLetter, kind: str, replay_id: str, fifo: bool) -> dict[str, Any]:
+def _properties(letter: Letter, kind: str, replay_id: str, fifo: bool) -> dict[str, Any]:
     props = letter.properties or {}
     if kind == BrokerKind.RABBITMQ:
         out = {name: props[name] for name in _AMQP_PROPERTIES if props.get(name) is not None}

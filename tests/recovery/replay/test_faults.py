@@ -100,6 +100,25 @@ def test_workers_killed_mid_batch_three_times_lose_nothing(harness, make_user, t
     assert duplicates == 15, "each killed worker's published batch was published again, with the same replay ids"
 
 
+def test_workers_killed_while_recording_lose_nothing(harness, make_user, test_redis) -> None:
+    """SIGKILL on the ledger thread while it records a batch and the worker publishes the next:
+    both batches' rows stay leased and go out again with the same replay ids, nothing more."""
+    dlq, _letters = captured_letters(harness, 30)
+    target = harness.target()
+    plan, _ = approved_plan(harness, dlq, target, make_user, batch_size=5, rate_per_second=1000)
+    run = start(plan, make_user)
+    for _ in range(2):
+        killed = _worker(run, RECOVERY_FAULT_POINT="replay.recording")
+        assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+        time.sleep(LEASE + 0.5)
+    done = _worker(run)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    run.refresh_from_db()
+    assert (run.state, run.published, run.failed) == (RunState.VERIFIED, 30, 0)
+    duplicates = _assert_delivered_once_or_more(plan, _deliveries(harness, target, 30))
+    assert 2 * 5 <= duplicates <= 2 * 2 * 5, "per kill: the batch being recorded, at most one more in flight"
+
+
 def _restart_mid_run(rabbit, make_user, service: str) -> None:
     dlq, _letters = captured_letters(rabbit, 150)
     target = rabbit.target()
