@@ -386,6 +386,7 @@ class Worker:
                 adapter = self._adapter(broker_id)
                 kind = self.brokers[broker_id].kind
                 fifo = name.endswith(".fifo")
+                sent_at = timezone.now()
                 outgoing = [
                     messages.outgoing(c.letter, kind=kind, replay_id=c.replay_id, trace_id=run.trace_id, fifo=fifo)
                     for c in group
@@ -408,7 +409,7 @@ class Worker:
                 for c, r in zip(group, results, strict=True)
             ]
             self._count_errors(run, outcomes)
-            self.ledger.record(outcomes)
+            self.ledger.record(outcomes, sent_at)
 
     def _drop_adapter(self, broker_id: int) -> None:
         adapter = self.adapters.pop(broker_id, None)

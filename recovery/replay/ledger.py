@@ -27,11 +27,11 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from django.db import connection, transaction
 from django.db.models import F
-from django.utils import timezone
 
 from recovery.faults import fault_point
 from recovery.models import ReplayRun
@@ -51,12 +51,13 @@ class Outcome:
     broker_message_id: str
 
 
-def record_outcomes(run_id: int, owner: str, outcomes: list[Outcome]) -> tuple[int, int]:
+def record_outcomes(run_id: int, owner: str, outcomes: list[Outcome], sent_at: datetime) -> tuple[int, int]:
     """Write a batch's outcomes while ``owner`` still holds each row's token (invariant 4):
-    confirmed rows become published; an unconfirmed row goes back to pending, or is failed after
-    MAX_ATTEMPTS. Returns (published, failed) as the row counts say; the run's counters move by as
-    much in the same transaction."""
-    now = timezone.now()
+    confirmed rows become published, stamped with when the batch went to the broker (``sent_at``:
+    the moment the target took the load, which is what the rate plan and the FIFO deduplication
+    window are about; the broker's confirmation is what the state says); an unconfirmed row goes
+    back to pending, or is failed after MAX_ATTEMPTS. Returns (published, failed) as the row counts
+    say; the run's counters move by as much in the same transaction."""
     confirmed = [o for o in outcomes if o.confirmed]
     refused = [o for o in outcomes if not o.confirmed]
     published = failed = 0
@@ -68,7 +69,7 @@ def record_outcomes(run_id: int, owner: str, outcomes: list[Outcome]) -> tuple[i
                 "broker_message_id = v.message_id, error = '' "
                 "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(id, token, message_id) "
                 "WHERE l.id = v.id AND l.state = 'leased' AND l.lease_owner = %s AND l.fencing_token = v.token",
-                [now, [o.ledger_id for o in confirmed], [o.token for o in confirmed],
+                [sent_at, [o.ledger_id for o in confirmed], [o.token for o in confirmed],
                  [o.broker_message_id[:300] for o in confirmed], owner],
             )  # fmt: skip
             published = cursor.rowcount
@@ -115,10 +116,10 @@ class LedgerThread:
             done.set_exception(exc)
         return done
 
-    def record(self, outcomes: list[Outcome]) -> None:
+    def record(self, outcomes: list[Outcome], sent_at: datetime) -> None:
         """Hand over a published batch's outcomes, after the previous batch is recorded."""
         self.flush()
-        self._recording = self.submit(record_outcomes, self.run_id, self.owner, outcomes)
+        self._recording = self.submit(record_outcomes, self.run_id, self.owner, outcomes, sent_at)
 
     def flush(self) -> None:
         """Wait until the handed-over batch is recorded; raise what recording raised."""

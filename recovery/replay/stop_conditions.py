@@ -7,7 +7,8 @@ be evaluated (broker or health URL unreachable, invalid configuration) trips: pa
 safe side, and an operator can resume.
 
 Where the numbers come from:
-- publishes: LedgerEntry.published_at (set once the broker confirmed, invariant 2);
+- publishes: LedgerEntry.published_at (when the batch went out; set once the broker confirmed it,
+  invariant 2);
 - failed publish attempts: the engine's ``publish-error`` run events, one per batch with the
   count of unconfirmed messages. A ledger row is FAILED only after its last retry and has no
   failure time, so the events are the only timed record of every failed attempt;

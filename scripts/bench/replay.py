@@ -8,8 +8,8 @@
    messages on the same broker in the same run (scripts/bench/replay_moves.py); ratio = replay
    rate / raw rate (target >= 0.7). Replay time: from the run's started_at (set by the start call,
    before it writes the run's ledger) to its move to verifying, once every ledger row is recorded
-   (the last published_at would leave out the last batch's recording: published_at is stamped
-   when the broker confirmed, before the rows are written). Wall time: from the start call until
+   (the last published_at would leave out the last batch's confirms and recording: published_at
+   is when a batch was sent). Wall time: from the start call until
    the worker returns with the run verified. Set-up is not measured: the letters
    are written into the bench database with SQL, the plan is approved through the services, and
    the worker process is started before the run (scripts/bench/replay_worker_warm.py).
@@ -21,7 +21,7 @@
    RabbitMQ queues, each for BENCH_REPLAY_ACCURACY_SECONDS (default 25) from its first publish,
    then aborted. One rate after the other: run at once (BENCH_REPLAY_ACCURACY_CONCURRENT=1), six
    workers saturate two cores and the 1000 msg/s run falls far below plan. From the ledger's
-   published_at (one timestamp per recorded batch, taken after the broker's confirms): every
+   published_at (one timestamp per batch: when it went to the broker, which then confirmed it): every
    sliding 10 s window's deviation from plan (target within +-2%) and the fullest sliding 1 s
    window (target <= 110%).
 4. Pause latency: a run at 500 msg/s (batches of 50, 2 warm workers) to RabbitMQ is paused
@@ -94,8 +94,8 @@ def _published(run_id: int) -> tuple[float, float, int]:
 
 def _verifying_at(run_id: int) -> float:
     """When the run moved to verifying: its last phase event, written once every row is recorded.
-    A batch's published_at is stamped before its rows are written (a 10,000-row batch takes seconds
-    to record), so the last published_at alone would leave the last batch's recording out."""
+    A batch's published_at is when it was sent, before its confirms and its recording (a 10,000-row
+    batch takes a while), so the last published_at alone would leave those out."""
     from recovery.models import RunEvent
 
     return _epoch(RunEvent.objects.filter(run_id=run_id, kind="phase").latest("at", "id").at)
