@@ -18,7 +18,7 @@ NAVIGATION: list[tuple[str, str | None, Capability]] = [
     ("Rules", "rules", Capability.VIEW),
     ("Plans", "plans", Capability.VIEW),
     ("Runs", "runs", Capability.VIEW),
-    ("Drills", None, Capability.VIEW),
+    ("Drills", "drills", Capability.VIEW),
     ("Audit", "audit", Capability.VIEW),
     ("Health", "health", Capability.VIEW),
     ("Settings", "settings", Capability.MANAGE),

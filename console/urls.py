@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console.views import audit, brokers, health, letters, overview, replay, rules, settings_pages, triage
+from console.views import audit, brokers, drills, health, letters, overview, replay, rules, settings_pages, triage
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
@@ -33,6 +33,13 @@ urlpatterns = [
     path("runs/<int:run_id>/pause/", replay.run_pause, name="run-pause"),
     path("runs/<int:run_id>/resume/", replay.run_resume, name="run-resume"),
     path("runs/<int:run_id>/abort/", replay.run_abort, name="run-abort"),
+    path("drills/", drills.drills, name="drills"),
+    path("drills/new/", drills.drill_new, name="drill-new"),
+    path("drills/<int:drill_id>/", drills.drill_detail, name="drill-detail"),
+    path("drills/<int:drill_id>/edit/", drills.drill_edit, name="drill-edit"),
+    path("drills/<int:drill_id>/approve/", drills.drill_approve, name="drill-approve"),
+    path("drills/<int:drill_id>/run/", drills.drill_run_now, name="drill-run-now"),
+    path("drills/runs/<int:run_id>/", drills.drill_run_detail, name="drill-run-detail"),
     path("letters/<int:letter_id>/", letters.letter_detail, name="letter-detail"),
     path("letters/<int:letter_id>/body/", letters.letter_body, name="letter-body"),
     path("dlqs/<int:dlq_id>/", letters.dlq_detail, name="dlq-detail"),

@@ -24,6 +24,7 @@ def scheduler_tick() -> None:
     enqueue(audit_checkpoint)
     enqueue(capture_schedule)
     enqueue(replay_watchdog)
+    enqueue(drill_schedule)
 
 
 def capture_schedule() -> None:
@@ -66,6 +67,22 @@ def replay_watchdog() -> None:
     from recovery.replay.engine import watchdog
 
     watchdog()
+
+
+def drill_schedule() -> None:
+    """Create and enqueue the runs of drills whose scheduled slot is due (each slot claimed once),
+    and enqueue again or fail drill runs whose job was lost."""
+    from recovery.drills.watchdog import drill_tick
+
+    drill_tick()
+
+
+def drill_run(drill_run_id: int) -> None:
+    """Work on one drill run (created before this job was enqueued): its steps up to the replay's
+    start, or, delivered again, the wait for the replay, the verification and the clean-up."""
+    from recovery.drills.runner import drill_run_execute
+
+    drill_run_execute(drill_run_id=drill_run_id)
 
 
 def audit_checkpoint() -> None:

@@ -4,6 +4,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from recovery.brokers.selectors import broker_list
+from recovery.drills.selectors import drills_failing
 from recovery.permissions import Capability, capability_required, user_can
 from recovery.triage import selectors
 
@@ -11,7 +12,7 @@ from recovery.triage import selectors
 @capability_required(Capability.VIEW)
 def overview(request: HttpRequest) -> HttpResponse:
     """Per DLQ: broker-side depth (lazy), captured letters by category and state, the oldest,
-    arrivals over 48 hours and what expires within 24 hours."""
+    arrivals over 48 hours and what expires within 24 hours; drills whose latest run failed."""
     hours = selectors.arrivals(hours=48)
     return render(
         request,
@@ -24,5 +25,6 @@ def overview(request: HttpRequest) -> HttpResponse:
             "arrivals_total": sum(n for _, n in hours),
             "expiring": selectors.expiring_letters(),
             "can_capture": user_can(request.user, Capability.CAPTURE),
+            "failing_drills": drills_failing(),
         },
     )

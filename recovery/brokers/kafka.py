@@ -39,7 +39,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from recovery.brokers.base import (
     BrokerError,
@@ -470,6 +470,26 @@ class KafkaAdapter:
         entry = configs.get("retention.ms")
         value = int(entry.value) if entry is not None and entry.value not in (None, "") else -1
         return value // 1000 if value >= 0 else None
+
+    def ensure_dead_letter_pair(self, work: str, dlq: str) -> tuple[str, str, list[str]]:
+        """Create the topics ``work`` and ``dlq`` (one partition each) unless they exist: (work,
+        dlq, names created now). Kafka never dead-letters by itself: the drill's consumer
+        publishes its failures to ``dlq`` as Spring Kafka's recoverer does. Used by recovery drills."""
+        admin = self._admin_client()
+        try:
+            existing = set(admin.list_topics(timeout=self.timeout).topics)
+        except KafkaException as exc:
+            raise _broker_error(f"cannot reach {self.broker.endpoint}", exc.args[0]) from None
+        missing = [name for name in (work, dlq) if name not in existing]
+        if missing:
+            futures = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1) for name in missing])
+            for name, future in futures.items():
+                try:
+                    future.result(timeout=self.timeout)
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise _broker_error(f"cannot create topic {name}", exc.args[0]) from None
+        return work, dlq, missing
 
     def _admin_client(self) -> Any:
         if self._admin is None:

@@ -316,6 +316,52 @@ class RabbitMqAdapter:
             consumer.outstanding[message.receipt] = message
         self._settle(address, [*messages, *prefetched], ack=False)
 
+    def reject(self, address: DlqAddress, messages: list[ReceivedMessage]) -> None:
+        """Reject without requeue, as a failing application does: the broker dead-letters each
+        message through the queue's x-dead-letter-exchange (or drops it when the queue has none).
+        Used by recovery drills' synthetic consumer, never by capture."""
+        if not messages:
+            return
+        vhost = address.vhost or self.default_vhost()
+        key = (vhost, address.name)
+        consumer = self._holder(address, messages)
+        with self._guard(
+            vhost, f"queue {address.name!r} in vhost {vhost!r}", on_channel_error=lambda: self._drop_consumer(key)
+        ):
+            for message in messages:
+                consumer.channel.basic_reject(delivery_tag=message.receipt, requeue=False)
+        for message in messages:
+            consumer.outstanding.pop(message.receipt, None)
+
+    def ensure_dead_letter_pair(self, work: str, dlq: str, *, vhost: str = "") -> tuple[str, str, list[str]]:
+        """Declare the durable queue ``dlq`` and the durable queue ``work`` whose rejected messages
+        RabbitMQ dead-letters to it (default exchange, routing key ``dlq``), unless they exist:
+        (work, dlq, names created now). An existing work queue declared otherwise is refused by
+        the broker (PRECONDITION_FAILED), never changed. Used by recovery drills."""
+        vhost = vhost or self.default_vhost()
+        arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq}
+        created = []
+        for name, args in ((dlq, None), (work, arguments)):
+            what = f"queue {name!r} in vhost {vhost!r}"
+            if name == work:
+                what += f" (it must dead-letter to {dlq!r} through the default exchange)"
+            connection = self._connection(vhost)
+            with self._guard(vhost, what, on_channel_error=lambda: None):
+                channel = connection.channel()
+                try:
+                    channel.queue_declare(name, passive=True)
+                    exists = True
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    if exc.reply_code != 404:
+                        raise
+                    channel, exists = connection.channel(), False
+                if not exists or name == work:  # an existing work queue: the broker checks its arguments
+                    channel.queue_declare(name, durable=True, arguments=args)
+                channel.close()
+            if not exists:
+                created.append(name)
+        return work, dlq, created
+
     def _holder(self, address: DlqAddress, messages: list[ReceivedMessage]) -> _Consumer:
         """The consumer holding every one of these messages. A stale delivery tag (after a
         reconnect) could name another message on the new channel, so it is refused instead."""

@@ -404,6 +404,50 @@ class SqsAdapter:
                 client.close()
         self._client = self._poll_client = None
 
+    # -- recovery drills (recovery/drills) -------------------------------------------------------
+
+    def ensure_dead_letter_pair(self, work: str, dlq: str, *, max_receive_count: int = 1) -> tuple[str, str, list[str]]:
+        """Create the queue ``dlq`` and the queue ``work`` whose RedrivePolicy moves a message to
+        it after ``max_receive_count`` receives, unless they exist: (work URL, DLQ URL, names
+        created now). An existing work queue is never altered: one that does not redrive to
+        ``dlq`` is a permanent BrokerError, so a drill never runs on a queue that loses messages."""
+        created: list[str] = []
+        urls: dict[str, str] = {}
+        for name in (dlq, work):
+            url = self._existing_queue_url(name)
+            if url is None:
+                attributes = {}
+                if name == work:
+                    arn = self._queue_arn(urls[dlq])
+                    policy = {"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receive_count)}
+                    attributes["RedrivePolicy"] = json.dumps(policy)
+                url = self._call("create_queue", f"create {name}", QueueName=name, Attributes=attributes)["QueueUrl"]
+                created.append(name)
+            urls[name] = url
+        policy = self._call(
+            "get_queue_attributes", f"redrive policy of {work}", QueueUrl=urls[work], AttributeNames=["RedrivePolicy"]
+        ).get("Attributes", {})
+        if _redrive_target(policy.get("RedrivePolicy")) != self._queue_arn(urls[dlq]):
+            raise BrokerError(
+                f"queue {work} exists and does not redrive to {dlq}: set its RedrivePolicy", permanent=True
+            )
+        return urls[work], urls[dlq], created
+
+    def _existing_queue_url(self, name: str) -> str | None:
+        try:
+            return self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError as exc:
+            if set(_error_parts(exc)[:2]) & {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}:
+                return None
+            raise self._error(exc, f"look up {name}") from None
+        except BotoCoreError as exc:
+            raise self._error(exc, f"look up {name}") from None
+
+    def _queue_arn(self, url: str) -> str:
+        response = self._call("get_queue_attributes", f"ARN of {_queue_name(url)}", QueueUrl=url,
+                              AttributeNames=["QueueArn"])  # fmt: skip
+        return str(response.get("Attributes", {}).get("QueueArn", ""))
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _per_receipt(

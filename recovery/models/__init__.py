@@ -22,6 +22,15 @@ from recovery.models.classification import (
     TriageJobKind,
     TriageJobState,
 )
+from recovery.models.drills import (
+    DRILL_RUN_ACTIVE,
+    Drill,
+    DrillApproval,
+    DrillRun,
+    DrillRunState,
+    DrillStep,
+    DrillTrigger,
+)
 from recovery.models.health import WorkerHeartbeat
 from recovery.models.letters import (
     CaptureMode,
@@ -68,6 +77,13 @@ __all__ = [
     "DeadLetterQueue",
     "DeadLetterState",
     "Disposition",
+    "DRILL_RUN_ACTIVE",
+    "Drill",
+    "DrillApproval",
+    "DrillRun",
+    "DrillRunState",
+    "DrillStep",
+    "DrillTrigger",
     "FingerprintGroup",
     "LedgerEntry",
     "PlanApproval",

@@ -48,6 +48,14 @@ class AuditAction(models.TextChoices):
     RUN_ABORTED = "run.aborted", "Replay run aborted"
     RUN_STOPPED = "run.stopped", "Replay run stopped by a stop condition"
     RUN_FINISHED = "run.finished", "Replay run finished"
+    DRILL_CREATED = "drill.created", "Drill defined"
+    DRILL_UPDATED = "drill.updated", "Drill changed"
+    DRILL_APPROVED = "drill.approved", "Drill approved"
+    DRILL_RUN_REQUESTED = "drill.run_requested", "Drill run requested"
+    DRILL_RUNS_SCHEDULED = "drill.scheduled", "Drill runs scheduled"
+    DRILL_PROVISIONED = "drill.provisioned", "Drill queue pair provisioned"
+    DRILL_PLAN_APPROVED = "drill.plan_approved", "Drill run's plan approved by the standing approval"
+    DRILL_RUN_FINISHED = "drill.run_finished", "Drill run finished"
 
 
 class AuditEvent(models.Model):

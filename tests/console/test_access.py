@@ -23,6 +23,8 @@ PAGES = {
     "runbooks": (ALL, lambda: reverse("runbooks")),
     "runbook-new": (ALL, lambda: reverse("runbook-new")),
     "plans": (ALL, lambda: reverse("plans")),
+    "drills": (ALL, lambda: reverse("drills")),
+    "drill-new": ({Role.OPERATOR}, lambda: reverse("drill-new")),
     "broker-new": ({Role.ADMIN}, lambda: reverse("broker-new")),
     "dlq-new": ({Role.ADMIN}, lambda: reverse("dlq-new")),
     "audit-verification": (ALL, lambda: reverse("audit-verification")),

@@ -127,11 +127,13 @@ def test_a_job_is_sent_only_when_the_transaction_commits(
     settings.RECOVERY_JOB_BACKEND = "rq"
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         scheduler_tick()
-    assert len(callbacks) == 4  # the heartbeat, the audit checkpoint, the capture schedule, the replay watchdog
+    sent = [callback.args[0] for callback in callbacks]  # functools.partial(_send, path, args, queue)
+    periodic = ("worker_heartbeat", "audit_checkpoint", "capture_schedule", "replay_watchdog", "drill_schedule")
+    assert {f"recovery.jobs.{name}" for name in periodic} <= set(sent)
     assert test_redis.llen("rq:queue:default") == 0
     for callback in callbacks:
         callback()
-    assert test_redis.llen("rq:queue:default") == 4
+    assert test_redis.llen("rq:queue:default") == len(sent)
 
 
 def test_only_functions_in_recovery_jobs_can_be_enqueued() -> None:

@@ -19,6 +19,7 @@ from recovery.accounts.services import demo_users_ensure
 from recovery.brokers.services import dlq_save, local_brokers_configure
 from recovery.capture.services import capture_pass_request, capture_pass_run
 from recovery.classification.services import default_rules_install
+from recovery.errors import RecoveryError
 from recovery.models import Broker, CaptureTrigger, DeadLetterQueue
 
 
@@ -59,8 +60,37 @@ class Command(BaseCommand):
         self.stdout.write(f"Brokers configured: {', '.join(b.name for b in brokers) or 'none'}")
         rules = default_rules_install(actor="seed_demo")
         self.stdout.write(f"Default classification rules installed: {len(rules)}")
+        self._demo_drills(brokers)
         if options["dlqs"]:
             self._configure_dlqs(json.loads(Path(options["dlqs"]).read_text()))
+
+    def _demo_drills(self, brokers: list[Broker]) -> None:
+        """One drill per local broker every five minutes, defined by demo-operator and approved by
+        demo-approver (four eyes), so the drill history fills within minutes of `make run`.
+        A demo drill that exists is left as it is (and approved again if a change voided it)."""
+        from django.contrib.auth import get_user_model
+
+        from recovery.drills.selectors import drill_approval_current
+        from recovery.drills.services import drill_approve, drill_create
+        from recovery.models import Drill
+
+        users = get_user_model().objects.in_bulk(["demo-operator", "demo-approver"], field_name="username")
+        made = []
+        for broker in brokers:
+            name = f"demo-{broker.kind}"
+            try:
+                drill = Drill.objects.filter(name=name).first() or drill_create(
+                    actor=users["demo-operator"],
+                    data={"name": name, "broker": broker, "schedule": "*/5 * * * *", "timeout_seconds": 180,
+                          "description": "Demo drill seeded by `make run`: 6 messages, 2 transient, 1 poison."},
+                )  # fmt: skip
+                if drill_approval_current(drill) is None:
+                    drill_approve(actor=users["demo-approver"], drill=drill, comment="demo drill, seeded")
+            except RecoveryError as exc:
+                self.stderr.write(f"demo drill {name} not ready: {exc}")
+                continue
+            made.append(drill.name)
+        self.stdout.write(f"Demo drills (every 5 minutes, approved): {', '.join(made) or 'none'}")
 
     def _configure_dlqs(self, summary: list[dict[str, Any]]) -> None:
         """Create (or refresh) a DLQ row for every demo DLQ and capture it once."""

@@ -79,6 +79,54 @@ def _calls(make_user: Callable[..., Any]) -> dict[str, Callable[[], Any]]:
         **_triage_calls(operator, dlq),
         **_classification_calls(admin),
         **_replay_calls(admin, operator, make_user(Role.APPROVER), dlq),
+        **_drill_calls(operator, make_user(Role.APPROVER), dlq),
+    }
+
+
+def _drill_calls(operator: Any, approver: Any, dlq: DeadLetterQueue) -> dict[str, Callable[[], Any]]:
+    """Drills in each state, built through their services (their own events are not what is counted)."""
+    from datetime import UTC, datetime, timedelta
+
+    from recovery.drills import services as drills
+    from recovery.models import DeadLetter, Drill, DrillRun, ReplayPlan
+    from recovery.replay import freeze
+    from recovery.replay.selectors import plan_content_hash
+
+    def drill(name: str, *, approved: bool = True) -> Drill:
+        made = drills.drill_create(actor=operator, data={"name": name, "broker": dlq.broker, "schedule": "@daily"})
+        if approved:
+            drills.drill_approve(actor=approver, drill=made)
+        return made
+
+    unapproved, to_run, due, with_run = drill("unapproved", approved=False), drill("to-run"), drill("due"), drill("run")
+    Drill.objects.filter(pk=due.pk).update(next_run_at=datetime.now(UTC) - timedelta(seconds=1))
+    Drill.objects.filter(pk=with_run.pk).update(dlq=dlq)
+    letter = DeadLetter.objects.create(
+        dlq=dlq, identity="kafka:t/0/77", body=b"{}", body_size=2, content_hash=f"{77:064x}",
+        captured_at=datetime.now(UTC), disposition="replay", category="transient",
+    )  # fmt: skip
+    run = DrillRun.objects.create(
+        drill=with_run, trigger="manual", state="running", drill_hash=with_run.content_hash,
+        observations={"letters": {"0": letter.pk}},
+    )  # fmt: skip
+    plan = ReplayPlan.objects.create(
+        name="drill plan", author=operator, selection={"ids": [letter.pk]}, target_broker=dlq.broker,
+        target_address=with_run.work_queue, rate_per_second=with_run.rate_per_second, batch_size=with_run.batch_size,
+    )  # fmt: skip
+    freeze.freeze(plan)
+    plan.state, plan.content_hash = "submitted", plan_content_hash(plan)
+    plan.save()
+    return {
+        "recovery.drills.services.drill_create": lambda: drills.drill_create(
+            actor=operator, data={"name": "new-drill", "broker": dlq.broker, "schedule": "*/5 * * * *"}
+        ),
+        "recovery.drills.services.drill_update": lambda: drills.drill_update(
+            actor=operator, drill=unapproved, changes={"message_count": 9}
+        ),
+        "recovery.drills.services.drill_approve": lambda: drills.drill_approve(actor=approver, drill=unapproved),
+        "recovery.drills.services.drill_run_now": lambda: drills.drill_run_now(actor=operator, drill=to_run),
+        "recovery.drills.services.drill_schedule_due": drills.drill_schedule_due,
+        "recovery.drills.services.drill_plan_approve": lambda: drills.drill_plan_approve(drill_run=run, plan=plan),
     }
 
 
@@ -246,6 +294,12 @@ AUDITED = [
     "recovery.classification.services.default_rules_install",
     "recovery.classification.services.reclassify_request",
     "recovery.classification.services.reclassify_run",
+    "recovery.drills.services.drill_create",
+    "recovery.drills.services.drill_update",
+    "recovery.drills.services.drill_approve",
+    "recovery.drills.services.drill_run_now",
+    "recovery.drills.services.drill_schedule_due",
+    "recovery.drills.services.drill_plan_approve",
 ]
 
 
