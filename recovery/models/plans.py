@@ -185,7 +185,9 @@ class LedgerEntry(models.Model):
     """One (run, letter) attempt (invariant 4): claimed with a lease and a fencing token by a
     conditional UPDATE; an outcome is recorded only by the holder of the current token."""
 
-    run = models.ForeignKey(ReplayRun, on_delete=models.CASCADE, related_name="ledger")
+    # No index of its own: the (run, letter) unique constraint and the (run, state, id) index lead
+    # with run_id, and every index costs each claim and record UPDATE (they are not HOT).
+    run = models.ForeignKey(ReplayRun, on_delete=models.CASCADE, related_name="ledger", db_index=False)
     item = models.ForeignKey(PlanItem, on_delete=models.PROTECT, related_name="+")
     letter = models.ForeignKey("recovery.DeadLetter", on_delete=models.PROTECT, related_name="+")
     state = models.CharField(max_length=16, choices=AttemptState.choices, default=AttemptState.PENDING)
