@@ -95,7 +95,7 @@ run "$replay_out" scripts/bench/replay.py
   echo "  RabbitMQ also beside the shovel plugin (dynamic shovel, ack-mode on-confirm, src-delete-after"
   echo "  queue-length, timed until the target holds all and the source is empty): \`_shovel_ratio\` ="
   echo "  replay rate / shovel rate."
-  echo "- **Rate accuracy**: plans at 10, 100 and 1000 msg/s (batches of a tenth of the rate), two"
+  echo "- **Rate accuracy**: plans at 10, 100 and 1000 msg/s (the engine sends batches of at most a twentieth of the rate: 1, 5 and 50), two"
   echo "  \`manage.py replay_worker\` processes each, to RabbitMQ, ${BENCH_REPLAY_ACCURACY_SECONDS:-25} s from the first publish, one"
   echo "  rate after the other (six workers at once saturate two cores). From the ledger's published_at"
   echo "  (per batch: when it went to the broker, which then confirmed it), every sliding 10 s window's deviation from plan"

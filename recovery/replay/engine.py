@@ -170,9 +170,11 @@ class Worker:
                 if allowance == 0:
                     self._sleep_checking(SLICE)
                     continue
-                # A 1 s window may hold the rate plus one batch: batches of at most a tenth of the
-                # current rate keep every second within 110% of plan (invariant 5), ramp steps included.
-                size = min(run.plan.batch_size, max(1, int(rate // 10)))
+                # The limiter lets a 1 s window hold the rate plus one batch. Batches of at most a
+                # twentieth of the current rate keep that at 105% and leave one batch of room for a
+                # send that left late beside one on time (a busy host, a slow round trip), so every
+                # second stays within 110% of plan (invariant 5), ramp steps included.
+                size = min(run.plan.batch_size, max(1, int(rate // 20)))
                 batch = self._next_batch(run, size if allowance < 0 else min(size, allowance))
                 if not batch:
                     self.ledger.flush()  # the last batch's rows count only once recorded

@@ -20,7 +20,9 @@ script, so workers cannot race, and "now" is Redis's clock (TIME), never a worke
 
 Any window of L seconds therefore holds at most ``rate * (L + JITTER_TOLERANCE) + max(burst, n)``
 tokens. To stay within 110% in every second the engine's batch must be at most about a tenth of
-the (ramped) rate; scripts/bench/replay_rate.py measures it.
+the (ramped) rate; the engine takes a twentieth, which leaves a batch of room for the time between
+a grant and its send; scripts/bench/replay_rate.py measures the limiter, scripts/bench/replay.py
+the engine.
 """
 
 from __future__ import annotations

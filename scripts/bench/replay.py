@@ -16,8 +16,8 @@
 2. RabbitMQ only: the shovel plugin moves N messages between two queues (a dynamic shovel,
    ack-mode on-confirm, src-delete-after queue-length), timed from its creation until the target
    holds them all and the source is empty; ratio = replay rate / shovel rate.
-3. Rate accuracy through the engine: plans at 10, 100 and 1000 msg/s (batches of 1, 10 and 50, a
-   tenth of the rate), 2 workers each (`manage.py replay_worker RUN --worker N` processes), to
+3. Rate accuracy through the engine: plans at 10, 100 and 1000 msg/s (plan batches of 1, 10 and
+   50; the engine sends at most a twentieth of the rate: 1, 5 and 50), 2 workers each (`manage.py replay_worker RUN --worker N` processes), to
    RabbitMQ queues, each for BENCH_REPLAY_ACCURACY_SECONDS (default 25) from its first publish,
    then aborted. One rate after the other: run at once (BENCH_REPLAY_ACCURACY_CONCURRENT=1), six
    workers saturate two cores and the 1000 msg/s run falls far below plan. From the ledger's
