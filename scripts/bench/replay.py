@@ -16,14 +16,14 @@
 2. RabbitMQ only: the shovel plugin moves N messages between two queues (a dynamic shovel,
    ack-mode on-confirm, src-delete-after queue-length), timed from its creation until the target
    holds them all and the source is empty; ratio = replay rate / shovel rate.
-3. Rate accuracy through the engine: plans at 10, 100 and 1000 msg/s (plan batches of 1, 10 and
-   50; the engine sends at most a twentieth of the rate: 1, 5 and 50), 2 workers each (`manage.py replay_worker RUN --worker N` processes), to
-   RabbitMQ queues, each for BENCH_REPLAY_ACCURACY_SECONDS (default 25) from its first publish,
-   then aborted. One rate after the other: run at once (BENCH_REPLAY_ACCURACY_CONCURRENT=1), six
-   workers saturate two cores and the 1000 msg/s run falls far below plan. From the ledger's
-   published_at (one timestamp per batch: when it went to the broker, which then confirmed it): every
-   sliding 10 s window's deviation from plan (target within +-2%) and the fullest sliding 1 s
-   window (target <= 110%).
+3. Rate accuracy through the engine: plans at 10, 100 and 1000 msg/s (plan batches of 1, 10 and 50;
+   the engine sends at most a twentieth of the rate: 1, 5 and 50), 2 workers each (`manage.py
+   replay_worker RUN --worker N` processes), to RabbitMQ queues, each for
+   BENCH_REPLAY_ACCURACY_SECONDS (default 25) from its first publish, then aborted. One rate after
+   the other: run at once (BENCH_REPLAY_ACCURACY_CONCURRENT=1), six workers saturate two cores and
+   the 1000 msg/s run falls far below plan. From the ledger's published_at (one timestamp per
+   batch: when it went to the broker, which then confirmed it): every sliding 10 s window's
+   deviation from plan (target within +-2%) and the fullest sliding 1 s window (target <= 110%).
 4. Pause latency: a run at 500 msg/s (batches of 50, 2 warm workers) to RabbitMQ is paused
    BENCH_REPLAY_PAUSES times (default 20) through the service `run_pause`, each time at a random
    moment 0.2-0.7 s after publishing restarted, and resumed in between. Per pause: from its commit
