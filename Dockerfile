@@ -17,7 +17,8 @@ RUN DEBUG=0 SECRET_KEY=build-only-not-a-secret AUDIT_HMAC_KEY=build-only-not-a-s
     .venv/bin/python manage.py collectstatic --noinput
 
 FROM python:3.11-slim-bookworm AS runtime
-RUN useradd --system --uid 10001 --gid 0 --home-dir /app --no-create-home dlq
+RUN useradd --system --uid 10001 --gid 0 --home-dir /app --no-create-home dlq \
+    && mkdir -p /var/lib/dlq-metrics && chown 10001:0 /var/lib/dlq-metrics
 WORKDIR /app
 COPY --from=build --chown=10001:0 /app /app
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \

@@ -1,5 +1,7 @@
 """Request context for the audit trail and the logs: request id, client address, user agent and
-trace id, held in a contextvar for the length of the request."""
+trace id, held in a contextvar for the length of the request; the request id and, once
+authentication has run, the user name are in every log line of the request
+(recovery.observability.logging)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from django.http import HttpRequest, HttpResponse
 
 from recovery.audit.canonical import clean_text
 from recovery.audit.context import RequestContext, current_request
+from recovery.observability import logging as log_context
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -32,12 +35,21 @@ class RequestContextMiddleware:
             trace_id=traceparent.group(1) if traceparent else "",
         )
         token = current_request.set(context)
+        log_token = log_context.bind(request_id=request_id)
         try:
             response = self.get_response(request)
         finally:
+            log_context.unbind(log_token)
             current_request.reset(token)
         response["X-Request-ID"] = request_id
         return response
+
+    def process_view(self, request: HttpRequest, *args: object) -> None:
+        """The user, for the logs: views run after authentication, this middleware's call before it.
+        The binding ends with the request (``unbind`` above restores what was there before it)."""
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            log_context.bind(user=user.get_username())
 
 
 def client_ip(request: HttpRequest) -> str:

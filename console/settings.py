@@ -7,6 +7,9 @@ local development. `manage.py check --deploy` reports no issue with production v
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -39,6 +42,7 @@ INSTALLED_APPS = [
     "django_rq",
     "console",
     "recovery",
+    "recovery.observability",
 ]
 
 MIDDLEWARE = [
@@ -174,18 +178,48 @@ CELERY_TASK_DEFAULT_QUEUE = "recovery-default"
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery workers log through LOGGING below, like every other process.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # How often the scheduler ticks, and so how often workers report a heartbeat (seconds).
 RECOVERY_SCHEDULER_INTERVAL = envint("RECOVERY_SCHEDULER_INTERVAL", 15, minimum=1, maximum=3600)
 # Timeout for each health probe (database, Redis, each broker), in seconds.
 RECOVERY_HEALTH_TIMEOUT = envint("RECOVERY_HEALTH_TIMEOUT", 3, minimum=1, maximum=30)
+# Where a failing drill run is POSTed when the drill names no webhook of its own (empty: nowhere).
+RECOVERY_DRILL_ALERT_WEBHOOK = envstr("RECOVERY_DRILL_ALERT_WEBHOOK", "")
 
-# --- Logging: one configuration for web and workers.
+# --- Observability (docs/operations.md). Tracing is configured by the standard OTEL_* variables
+# (recovery/observability/tracing.py) and is off unless they ask for it.
+# /metrics answers a scraper sending "Authorization: Bearer <token>", or a logged-in admin.
+RECOVERY_METRICS_TOKEN = envsecret("RECOVERY_METRICS_TOKEN") or ""
+if RECOVERY_METRICS_TOKEN and len(RECOVERY_METRICS_TOKEN) < 24:
+    raise ImproperlyConfigured("RECOVERY_METRICS_TOKEN must be at least 24 characters")
+# How often DLQs without a scheduled capture have their broker-side depth read (seconds).
+RECOVERY_METRICS_DEPTH_INTERVAL = envint("RECOVERY_METRICS_DEPTH_INTERVAL", 60, minimum=5, maximum=3600)
+# Every process of this installation on this host writes its metrics here and /metrics adds them
+# up (prometheus-client multiprocess mode). Share it between the web and worker containers.
+PROMETHEUS_MULTIPROC_DIR = envstr(
+    "PROMETHEUS_MULTIPROC_DIR",
+    str(Path(tempfile.gettempdir()) / f"dlq-console-metrics-{hashlib.sha256(str(BASE_DIR).encode()).hexdigest()[:10]}"),
+)
+try:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r}: {exc.strerror}") from None
+# prometheus-client reads the variable, not this setting.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+
+# --- Logging: one configuration for web and workers: JSON lines (recovery/observability/logging.py)
+# with request id, user, job, run id and trace id; LOG_FORMAT=plain for a terminal.
 LOG_LEVEL = envchoice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper()
+LOG_FORMAT = envchoice("LOG_FORMAT", ("json", "plain"), "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "json": {"()": "recovery.observability.logging.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -1,12 +1,25 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console.views import audit, brokers, drills, health, letters, overview, replay, rules, settings_pages, triage
+from console.views import (
+    audit,
+    brokers,
+    drills,
+    health,
+    letters,
+    metrics,
+    overview,
+    replay,
+    rules,
+    settings_pages,
+    triage,
+)
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
     path("health/", health.health, name="health"),
     path("health/rows/", health.health_rows, name="health-rows"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("letters/", triage.dead_letters, name="dead-letters"),
     path("letters/total/", triage.letters_total, name="letters-total"),
     path("letters/bulk/", triage.letters_bulk, name="letters-bulk"),

@@ -8,6 +8,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 "$ROOT/scripts/services.sh" up
 set -a; source "$ENV_FILE"; set +a
 export DEBUG="${DEBUG:-1}" PYTHONUNBUFFERED=1
+# Web, worker and scheduler share one metrics folder (/metrics adds up every process's files);
+# emptied at each start, as prometheus-client asks. Traces: OTEL_TRACES_EXPORTER=console make run.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$STATE/metrics}"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR" && rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
 backend="${RECOVERY_JOB_BACKEND:-rq}"
 
 py="$VENV/bin/python"

@@ -41,6 +41,8 @@ from recovery.capture.store import (
 from recovery.errors import BrokerError, InvalidInput
 from recovery.faults import fault_point
 from recovery.models import AuditAction, CapturePass, CapturePassState, CaptureTrigger, DeadLetterQueue
+from recovery.observability import capture as telemetry
+from recovery.observability import metrics
 from recovery.permissions import Capability, ensure_can
 
 ACTIVE = (CapturePassState.QUEUED, CapturePassState.RUNNING)
@@ -272,10 +274,13 @@ def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
                 marking.wait()
                 raise
             total += len(batch)
+            telemetry.messages_received(batch)
             if batch and not retention_known:  # the broker answers: ask it once per pass
                 _refresh_retention(adapter, dlq)
                 retention_known = True
             prepared = dead_letters_prepare(dlq=dlq, pass_id=capture_pass.pk, messages=batch) if batch else None
+            if total == len(batch):  # the pass's first read: the oldest message waiting, if any
+                telemetry.first_batch_read(dlq, prepared)
             if committing is not None:
                 marking.add(_remove_committed(adapter, address, committing))
                 _classification_requested(dlq)
@@ -283,6 +288,7 @@ def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
                 break
             committing = writer.submit(_commit_batch, capture_pass, prepared, marking.unmarked_rows())
         marking.wait()
+        telemetry.depth_read(adapter, dlq)
     _classification_requested(dlq, throttle=False)
 
 
@@ -295,8 +301,14 @@ def capture_pass_run(*, pass_id: int, max_messages: int | None = None) -> Captur
     if not claimed:
         return None
     capture_pass = CapturePass.objects.select_related("dlq__broker").get(pk=pass_id)
-    limit = max_messages or settings.RECOVERY_CAPTURE_MAX_PER_PASS
+    with telemetry.capture_pass(capture_pass):
+        return _run_claimed(capture_pass, max_messages or settings.RECOVERY_CAPTURE_MAX_PER_PASS)
+
+
+def _run_claimed(capture_pass: CapturePass, limit: int) -> CapturePass:
+    """The attempts of a claimed pass, then its end (retries with backoff; see the module doc)."""
     attempts, error = 0, ""
+    pass_id = capture_pass.pk
     while True:
         attempts += 1
         CapturePass.objects.filter(pk=pass_id).update(attempts=attempts)
@@ -306,6 +318,7 @@ def capture_pass_run(*, pass_id: int, max_messages: int | None = None) -> Captur
             break
         except BrokerError as exc:
             error = str(exc)
+            metrics.capture_error(dlq=capture_pass.dlq.name, kind="permanent" if exc.permanent else "transient")
             if exc.permanent or attempts >= settings.RECOVERY_CAPTURE_RETRY_ATTEMPTS:
                 _note(capture_pass, f"attempt {attempts} failed, giving up: {error}")
                 break
@@ -315,6 +328,7 @@ def capture_pass_run(*, pass_id: int, max_messages: int | None = None) -> Captur
         except Exception as exc:
             # A bug or a database failure: record it on the pass (no pass is left 'running'),
             # then let the job system see the exception too.
+            metrics.capture_error(dlq=capture_pass.dlq.name, kind="internal")
             _finish(capture_pass, f"internal error: {type(exc).__name__}: {exc}"[:2000])
             raise
     return _finish(capture_pass, error)
@@ -342,6 +356,7 @@ def _finish(capture_pass: CapturePass, error: str) -> CapturePass:
             error=error,
         )
         capture_pass.refresh_from_db()
+        telemetry.pass_finished(capture_pass, dlq)
         outcome = "failed" if error else "finished"
         audit_record(
             actor="capture",

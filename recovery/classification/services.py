@@ -38,6 +38,7 @@ from recovery.models import (
     TriageJobKind,
     TriageJobState,
 )
+from recovery.observability import tracing
 from recovery.permissions import Capability, ensure_can
 
 CHUNK = 1000
@@ -63,6 +64,14 @@ def letters_classify(
     body (empty bodies are never duplicates), else the first matching enabled rule, else
     unknown/hold by default. Letters already classified are skipped, so it is safe to run twice.
     """
+    attributes = {"recovery.dlq": dlq.name if dlq else None, "recovery.classify.limit": limit}
+    with tracing.span("classification.classify", attributes) as span:
+        result = _classify(letter_ids=letter_ids, dlq=dlq, limit=limit)
+        span.set_attributes({f"recovery.classify.{name}": value for name, value in vars(result).items()})
+    return result
+
+
+def _classify(*, letter_ids: Iterable[int] | None, dlq: DeadLetterQueue | None, limit: int) -> ClassifyResult:
     result = ClassifyResult()
     matcher = rules_matcher()
     if letter_ids is not None:
@@ -359,6 +368,14 @@ def reclassify_run(*, job_id: int) -> TriageJob | None:
     if not _claim(job_id):
         return None
     job = TriageJob.objects.get(pk=job_id)
+    with tracing.span("classification.reclassify", {"recovery.triage_job.id": job.pk}) as span:
+        job = _reclassify(job)
+        span.set_attributes({"recovery.reclassify.processed": job.processed,
+                             "recovery.reclassify.changed": job.changed})  # fmt: skip
+    return job
+
+
+def _reclassify(job: TriageJob) -> TriageJob:
     stale = timezone.now() - RECLASSIFY_STALE_AFTER
     TriageJob.objects.filter(
         kind=TriageJobKind.RECLASSIFY, state=TriageJobState.RUNNING, pk__lt=job.pk, heartbeat_at__lt=stale

@@ -43,7 +43,7 @@ def alert_payload(run: DrillRun) -> dict[str, Any]:
 
 def webhook_url(run: DrillRun) -> str:
     """The drill's own webhook, else the installation's RECOVERY_DRILL_ALERT_WEBHOOK (if set)."""
-    return run.drill.alert_webhook_url or str(getattr(settings, "RECOVERY_DRILL_ALERT_WEBHOOK", "") or "")
+    return run.drill.alert_webhook_url or settings.RECOVERY_DRILL_ALERT_WEBHOOK
 
 
 def _post(url: str, payload: dict[str, Any]) -> str:

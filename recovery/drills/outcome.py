@@ -1,5 +1,6 @@
-"""Ending a drill run: its final state, the drill's counters (the metrics an exporter reads) and
-the audit event, in one transaction; the alert of a run that did not pass after it commits."""
+"""Ending a drill run: its final state, the drill's counters and the audit event, in one
+transaction; after it commits, the run's result in the metrics (recovery_drill_results_total,
+recovery_drill_duration_seconds) and the alert of a run that did not pass."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.utils import timezone
 
 from recovery.audit.services import audit_record
 from recovery.models import DRILL_RUN_ACTIVE, AuditAction, Drill, DrillRun, DrillRunState
+from recovery.observability.drills import drill_finished
 
 
 def drill_run_close(run: DrillRun, *, state: str, failed_step: str = "", reason: str = "", audit: bool = True) -> bool:
@@ -40,6 +42,8 @@ def drill_run_close(run: DrillRun, *, state: str, failed_step: str = "", reason:
                        "time_to_capture_seconds": run.time_to_capture_seconds,
                        "time_to_recover_seconds": run.time_to_recover_seconds, "expectations": run.expectations},
             )  # fmt: skip
+        seconds = (now - run.started_at).total_seconds() if run.started_at else 0.0
+        transaction.on_commit(lambda: drill_finished(name=run.drill.name, ok=passed, seconds=seconds), robust=True)
         if not passed:
             from recovery.drills.alerts import drill_run_alert
 

@@ -46,6 +46,7 @@ from recovery.models import (
     ReplayRun,
     RunState,
 )
+from recovery.observability import drills as telemetry
 
 log = logging.getLogger("recovery.drills")
 
@@ -139,7 +140,8 @@ class DrillRunJob:
             self.renew()
         started, clock, detail = timezone.now(), time.monotonic(), {}
         try:
-            yield detail
+            with telemetry.drill_step(name, run=self.run.pk):
+                yield detail
         except StepFailed as exc:
             self.record(name, started, time.monotonic() - clock, ok=False, detail={**detail, "reason": exc.reason})
             raise
@@ -321,11 +323,12 @@ def drill_run_execute(*, drill_run_id: int) -> str:
     run = DrillRun.objects.select_related("drill__broker", "drill__dlq", "drill__author").get(pk=drill_run_id)
     job = DrillRunJob(run, owner)
     try:
-        job.open()
-        if run.state == DrillRunState.QUEUED:
-            job.first_phase()
-        else:
-            job.second_phase()
+        with telemetry.drill_run(name=run.drill.name, drill_id=run.drill_id, run=run.pk, phase=run.state):
+            job.open()
+            if run.state == DrillRunState.QUEUED:
+                job.first_phase()
+            else:
+                job.second_phase()
         return job.run.state
     except LeaseLost:
         return "lease lost"

@@ -53,6 +53,7 @@ from recovery.models import (
     RunEvent,
     RunState,
 )
+from recovery.observability import replay as telemetry
 from recovery.replay import messages
 from recovery.replay.ledger import LedgerThread, Outcome
 from recovery.replay.targets import as_target
@@ -194,7 +195,8 @@ class Worker:
                     continue
                 if allowance < 0:  # no canary cap: lease the next batch while this one goes out
                     self.ahead = self.ledger.submit(self._claim, run, size)
-                self._publish(run, batch)
+                with telemetry.replay_batch(run, len(batch)):  # a span in the run's trace
+                    self._publish(run, batch)
                 self._maybe_check_stop_conditions(run)
                 if time.monotonic() > deadline:
                     return self._continue_later()
@@ -265,7 +267,10 @@ class Worker:
                 return 0.0, 0
             failures = self._canary_verification(run)
             if failures:
-                stop_run(run, reason="canary verification failed: " + "; ".join(failures), action="pause")
+                reason = "canary verification failed: " + "; ".join(failures)
+                if stop_run(run, reason=reason, action="pause"):
+                    telemetry.stop_conditions_tripped(run, conditions=["canary_verification"], action="pause",
+                                                      reason=reason)  # fmt: skip
                 return 0.0, 0
             self._advance(run, "canary-window", "ramp-0", "canary verified; ramping up")
             return 0.0, 0
@@ -389,10 +394,12 @@ class Worker:
                 kind = self.brokers[broker_id].kind
                 fifo = name.endswith(".fifo")
                 sent_at = timezone.now()
+                parent = telemetry.message_traceparent(run)  # the batch's span
                 outgoing = [
-                    messages.outgoing(c.letter, kind=kind, replay_id=c.replay_id, trace_id=run.trace_id, fifo=fifo)
+                    messages.outgoing(c.letter, kind=kind, replay_id=c.replay_id, trace_id=run.trace_id, fifo=fifo,
+                                      parent=parent)
                     for c in group
-                ]
+                ]  # fmt: skip
                 results = adapter.publish(target, outgoing)
             except RecoveryError as exc:
                 # The target is unreachable (connection lost, broker restarting): nothing was
@@ -400,6 +407,7 @@ class Worker:
                 # worker backs off before trying again, still obeying pause and abort.
                 self._drop_adapter(broker_id)
                 self._release(group)
+                telemetry.replay_outcomes(broker=self._broker_name(broker_id), unsent=len(group))
                 self.consecutive_failures += 1
                 self._event(run, "target-unreachable", f"{len(group)} letter(s) not sent: {exc}",
                             failures=self.consecutive_failures)  # fmt: skip
@@ -410,8 +418,15 @@ class Worker:
                 Outcome(c.ledger_id, c.token, r.confirmed, r.error, r.broker_message_id)
                 for c, r in zip(group, results, strict=True)
             ]
+            confirmed = sum(1 for o in outcomes if o.confirmed)
+            telemetry.replay_outcomes(broker=self._broker_name(broker_id), published=confirmed,
+                                      unconfirmed=len(outcomes) - confirmed)  # fmt: skip
             self._count_errors(run, outcomes)
             self.ledger.record(outcomes, sent_at)
+
+    def _broker_name(self, broker_id: int) -> str:
+        broker = self.brokers.get(broker_id)
+        return broker.name if broker is not None else str(broker_id)
 
     def _drop_adapter(self, broker_id: int) -> None:
         adapter = self.adapters.pop(broker_id, None)
@@ -457,7 +472,10 @@ class Worker:
             tripped += [r for r in failing_preconditions(run.plan, stage="run") if r.name in RUN_STAGE_PRECONDITIONS]
         if tripped:
             action = "abort" if any(r.details.get("action") == "abort" for r in tripped) else "pause"
-            stop_run(run, reason="; ".join(f"{r.name}: {r.reason}" for r in tripped), action=action)
+            reason = "; ".join(f"{r.name}: {r.reason}" for r in tripped)
+            if stop_run(run, reason=reason, action=action):
+                names = [r.name for r in tripped]
+                telemetry.stop_conditions_tripped(run, conditions=names, action=action, reason=reason)
 
     def _verify(self, run: ReplayRun) -> str:
         """Worker 0 walks the verification steps (each may wait for its window) and ends the run."""

@@ -59,11 +59,15 @@ def original_message_id(letter: Letter) -> str:
     return str(props.get("message_id") or props.get("MessageId") or letter.source_message_id or letter.identity)[:300]
 
 
-def outgoing(letter: Letter, *, kind: str, replay_id: str, trace_id: str, fifo: bool = False) -> OutgoingMessage:
+def outgoing(
+    letter: Letter, *, kind: str, replay_id: str, trace_id: str, fifo: bool = False, parent: str = ""
+) -> OutgoingMessage:
+    """``parent``: the traceparent of the span publishing the message (the engine's replay batch,
+    in the run's trace); without one, a fresh span id in the run's trace."""
     headers = _headers(letter, kind)
     headers[REPLAY_ID] = replay_id
     headers[ORIGINAL_MESSAGE_ID] = original_message_id(letter)
-    headers[TRACEPARENT] = traceparent(trace_id)
+    headers[TRACEPARENT] = parent or traceparent(trace_id)
     return OutgoingMessage(
         body=bytes(letter.body or b""), headers=headers, properties=_properties(letter, kind, replay_id, fifo)
     )

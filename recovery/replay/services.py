@@ -35,6 +35,7 @@ from recovery.models import (
     RunEvent,
     RunState,
 )
+from recovery.observability.replay import replay_run_started
 from recovery.permissions import Capability, ensure_can
 from recovery.replay import freeze
 from recovery.replay.limits import validate_rate_plan
@@ -315,6 +316,7 @@ def run_start(*, actor: Any, plan: ReplayPlan) -> ReplayRun:
                    "approvers": [a.approver.username for a in approvals]},
         )  # fmt: skip
         _enqueue_workers(run)
+        transaction.on_commit(lambda: replay_run_started(run))  # the root span of the run's trace
     return run
 
 

@@ -37,6 +37,7 @@ from recovery.models import (
     TriageJobKind,
     TriageJobState,
 )
+from recovery.observability import metrics
 from recovery.permissions import Capability, ensure_can
 from recovery.triage.filters import LetterFilter
 
@@ -132,6 +133,7 @@ def _apply_chunk(action: TriageAction, ids: list[int]) -> int:
             classified_by=ClassificationSource.MANUAL,
             classified_at=now,
         )
+        metrics.letters_discarded(changed)  # recovery_letters_discarded_total, once committed
     else:  # set disposition, hold
         changed = letters.update(disposition=action.value, classified_by=ClassificationSource.MANUAL, classified_at=now)
     with connection.cursor() as cursor:
