@@ -6,22 +6,21 @@ only hide controls a user could not use."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
 
 from console.drill_forms import DrillForm
+from console.views.actions import object_action
 from recovery.audit.selectors import audit_timeline
 from recovery.drills import services, validation
 from recovery.drills.screens import ROW_HEIGHT, drill_approve_blocker, drill_rows, drill_run_steps, drill_trend_charts
 from recovery.drills.selectors import drill_active_run, drill_approval_problem, drill_history, drill_trend
-from recovery.errors import NotPermitted, RecoveryError
+from recovery.errors import RecoveryError
 from recovery.models import DRILL_RUN_ACTIVE, Drill, DrillRun
 from recovery.permissions import Capability, capability_required, user_can
 
@@ -101,24 +100,7 @@ def drill_detail(request: HttpRequest, drill_id: int) -> HttpResponse:
     return render(request, "console/drill.html", _drill_context(request, drill))
 
 
-def _drill_action(call: Callable[[HttpRequest, Drill], Any], success: str) -> Callable[..., HttpResponse]:
-    @require_POST
-    @capability_required(Capability.VIEW)  # each service checks its own capability (and four eyes)
-    def view(request: HttpRequest, drill_id: int) -> HttpResponse:
-        drill = get_object_or_404(Drill, pk=drill_id)
-        try:
-            result = call(request, drill)
-        except NotPermitted as exc:
-            raise PermissionDenied(str(exc)) from None
-        except RecoveryError as exc:
-            messages.error(request, str(exc))
-            return redirect("drill-detail", drill_id=drill.pk)
-        messages.success(request, success)
-        if isinstance(result, DrillRun):
-            return redirect("drill-run-detail", run_id=result.pk)
-        return redirect("drill-detail", drill_id=drill.pk)
-
-    return view
+_drill_action = partial(object_action, Drill, "drill_id", "drill-detail", (DrillRun, "drill-run-detail", "run_id"))
 
 
 drill_approve = _drill_action(

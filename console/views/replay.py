@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.contrib import messages
@@ -21,6 +22,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
+from console.views.actions import object_action
 from recovery.audit.selectors import audit_timeline
 from recovery.errors import NotPermitted, RecoveryError
 from recovery.models import (
@@ -200,24 +202,7 @@ def plan_edit(request: HttpRequest, plan_id: int) -> HttpResponse:
     return redirect("plan-detail", plan_id=plan.pk)
 
 
-def _plan_action(call: Callable[[HttpRequest, ReplayPlan], Any], success: str) -> Callable[..., HttpResponse]:
-    @require_POST
-    @capability_required(Capability.VIEW)  # each service checks its own capability (and four eyes)
-    def view(request: HttpRequest, plan_id: int) -> HttpResponse:
-        plan = get_object_or_404(ReplayPlan, pk=plan_id)
-        try:
-            result = call(request, plan)
-        except NotPermitted as exc:
-            raise PermissionDenied(str(exc)) from None
-        except RecoveryError as exc:
-            messages.error(request, str(exc))
-            return redirect("plan-detail", plan_id=plan.pk)
-        messages.success(request, success)
-        if isinstance(result, ReplayRun):
-            return redirect("run-detail", run_id=result.pk)
-        return redirect("plan-detail", plan_id=plan.pk)
-
-    return view
+_plan_action = partial(object_action, ReplayPlan, "plan_id", "plan-detail", (ReplayRun, "run-detail", "run_id"))
 
 
 plan_submit = _plan_action(lambda r, p: services.plan_submit(actor=r.user, plan=p), "Plan submitted for approval.")

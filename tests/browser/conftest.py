@@ -6,6 +6,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.browser.helpers import People
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
     "--no-sandbox",
@@ -36,3 +38,12 @@ def page(browser: Browser) -> Iterator[Page]:
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def people(browser: Browser, live_server) -> Iterator[People]:
+    made = People(browser, live_server.url)
+    yield made
+    for context in made.contexts:
+        context.close()
+    assert not made.errors, f"JavaScript errors on the pages: {made.errors}"

@@ -20,14 +20,13 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import expect
 
 from recovery.classification.services import default_rules_install
 from recovery.models import DRILL_RUN_ACTIVE, Drill, DrillRun, DrillRunState, DrillStep, DrillTrigger
 from recovery.permissions import Role
 from tests.brokers.harness import RabbitHarness
-from tests.browser.helpers import sign_in
-from tests.conftest import PASSWORD
+from tests.browser.helpers import post
 from tests.helpers import JobRunner
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -52,38 +51,6 @@ def jobs(settings, test_redis) -> Iterator[JobRunner]:
     if runner.is_alive():
         runner.stop()
     assert not runner.errors, runner.errors
-
-
-class People:
-    """One browser context per person, signed in; all closed before the live server stops."""
-
-    def __init__(self, browser: Browser, base: str) -> None:
-        self.browser, self.base = browser, base
-        self.contexts: list[BrowserContext] = []
-        self.errors: list[str] = []
-
-    def sign_in(self, username: str) -> Page:
-        context = self.browser.new_context()
-        self.contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: self.errors.append(f"{username}: {exc}"))
-        sign_in(page, self.base, username, PASSWORD)
-        expect(page.get_by_test_id("username")).to_have_text(username)
-        return page
-
-
-@pytest.fixture
-def people(browser: Browser, live_server) -> Iterator[People]:
-    made = People(browser, live_server.url)
-    yield made
-    for context in made.contexts:
-        context.close()
-    assert not made.errors, f"JavaScript errors on the pages: {made.errors}"
-
-
-def _post(page: Page, url: str) -> int:
-    token = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
-    return page.request.post(url, headers={"X-CSRFToken": token, "Referer": url}, max_redirects=0).status
 
 
 def _failed_run(drill: Drill) -> DrillRun:
@@ -208,6 +175,6 @@ def test_define_approve_run_and_follow_a_drill(live_server, make_user, rabbit, j
     viewer.get_by_test_id("failing-drills").get_by_role("link", name=name).click()
     expect(viewer.get_by_test_id("drill-history").locator("tr[data-run]")).to_have_count(2)
     expect(viewer.get_by_test_id("drill-actions")).to_have_count(0)
-    assert _post(viewer, f"{base}/drills/{drill.pk}/run/") == 403
-    assert _post(viewer, f"{base}/drills/{drill.pk}/approve/") == 403
+    assert post(viewer, f"{base}/drills/{drill.pk}/run/") == 403
+    assert post(viewer, f"{base}/drills/{drill.pk}/approve/") == 403
     assert DrillRun.objects.filter(drill=drill).count() == 2

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import expect
 
 from recovery.brokers.base import DlqAddress
 from recovery.brokers.registry import adapter_for
@@ -32,8 +32,7 @@ from recovery.models import (
 )
 from recovery.permissions import Role
 from tests.brokers.harness import RabbitHarness
-from tests.browser.helpers import sign_in
-from tests.conftest import PASSWORD
+from tests.browser.helpers import post
 from tests.helpers import JobRunner, wait_until
 from tests.recovery.replay.helpers import captured_letters
 
@@ -67,43 +66,6 @@ def jobs(settings, test_redis) -> Iterator[JobRunner]:
         ReplayRun.objects.filter(state__in=RUN_ACTIVE).update(control="abort", state=RunState.ABORTED)
         runner.stop()
     assert not runner.errors, runner.errors
-
-
-class People:
-    """One browser context per person (their own cookies), signed in; all closed at teardown,
-    before the live server's settings are restored, so no page keeps polling a stopped server."""
-
-    def __init__(self, browser: Browser, base: str) -> None:
-        self.browser, self.base = browser, base
-        self.contexts: list[BrowserContext] = []
-        self.errors: list[str] = []
-
-    def sign_in(self, username: str) -> Page:
-        context = self.browser.new_context()
-        self.contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: self.errors.append(f"{username}: {exc}"))
-        sign_in(page, self.base, username, PASSWORD)
-        expect(page.get_by_test_id("username")).to_have_text(username)
-        return page
-
-    def close(self, page: Page) -> None:
-        page.context.close()
-        self.contexts.remove(page.context)
-
-
-@pytest.fixture
-def people(browser: Browser, live_server) -> Iterator[People]:
-    made = People(browser, live_server.url)
-    yield made
-    for context in made.contexts:
-        context.close()
-    assert not made.errors, f"JavaScript errors on the pages: {made.errors}"
-
-
-def _post(page: Page, url: str) -> int:
-    token = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
-    return page.request.post(url, headers={"X-CSRFToken": token, "Referer": url}, max_redirects=0).status
 
 
 def test_author_approver_and_operator_replay_a_rabbitmq_dlq(live_server, make_user, rabbit, jobs, people) -> None:
@@ -210,8 +172,8 @@ def test_author_approver_and_operator_replay_a_rabbitmq_dlq(live_server, make_us
     expect(viewer.get_by_test_id("run-controls")).to_have_count(0)
     for control in ("run-pause", "run-resume", "run-abort"):
         expect(viewer.get_by_test_id(control)).to_have_count(0)
-    assert _post(viewer, f"{base}/runs/{run.pk}/pause/") == 403
-    assert _post(viewer, f"{base}/runs/{run.pk}/resume/") == 403
+    assert post(viewer, f"{base}/runs/{run.pk}/pause/") == 403
+    assert post(viewer, f"{base}/runs/{run.pk}/resume/") == 403
     people.close(viewer)
     assert ReplayRun.objects.get(pk=run.pk).state == RunState.PAUSED
 
