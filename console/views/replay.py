@@ -13,7 +13,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Case, Count, F, Value, When
 from django.db.models.functions import TruncSecond
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -26,6 +26,7 @@ from console.views.actions import object_action
 from recovery.audit.selectors import audit_timeline
 from recovery.errors import NotPermitted, RecoveryError
 from recovery.models import (
+    AttemptState,
     Broker,
     LedgerEntry,
     PlanItem,
@@ -230,7 +231,11 @@ run_start = _plan_action(lambda r, p: services.run_start(actor=r.user, plan=p), 
 def _run_context(request: HttpRequest, run: ReplayRun) -> dict[str, Any]:
     from recovery.replay.stop_conditions import evaluate_stop_conditions
 
-    counts = dict(LedgerEntry.objects.filter(run=run).values_list("state").annotate(n=Count("id")))
+    leased = Case(When(state=AttemptState.PENDING, lease_expires_at__isnull=False, then=Value(AttemptState.LEASED)),
+                  default=F("state"))  # a leased row is stored as pending with a lease (LedgerEntry)  # fmt: skip
+    counts = dict(
+        LedgerEntry.objects.filter(run=run).annotate(shown=leased).values_list("shown").annotate(n=Count("id"))
+    )
     done = counts.get("published", 0) + counts.get("failed", 0) + counts.get("verified", 0)
     since = timezone.now() - timedelta(seconds=60)
     per_second = dict(

@@ -155,6 +155,12 @@ class BrokerAdapter(Protocol):
         """Give received messages back without removing them (visibility 0 / requeue / no-op)."""
         ...
 
+    def prepare_publish(self, target: Target) -> None:
+        """Open what publishing to ``target`` needs (connection, channel, producer), so the first
+        ``publish`` does not pay for it after the replay engine took its tokens. Raises BrokerError
+        like ``publish`` would."""
+        ...
+
     def publish(self, target: Target, messages: list[OutgoingMessage]) -> list[PublishResult]:
         """Publish with a broker confirmation per message (invariant 2); never raises for a
         single message's failure, only for the whole batch (BrokerError)."""

@@ -273,6 +273,10 @@ class KafkaAdapter:
 
     # -- writing -------------------------------------------------------------------------------
 
+    def prepare_publish(self, target: Target) -> None:
+        """Start the producer and read the topic's metadata (a missing topic raises, as in publish)."""
+        self._topic_partitions(self._producer_client(), target.name)
+
     def publish(self, target: Target, messages: list[OutgoingMessage]) -> list[PublishResult]:
         """Produce the batch with one idempotent ``acks=all`` producer and flush once; a message is
         confirmed only by a delivery report without error (invariant 2).

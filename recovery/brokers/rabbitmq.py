@@ -400,6 +400,11 @@ class RabbitMqAdapter:
 
     # -- publishing ----------------------------------------------------------------------------
 
+    def prepare_publish(self, target: Target) -> None:
+        """Open the vhost's connection and its publisher channel in confirm mode."""
+        vhost = target.vhost or self.default_vhost()
+        self._publisher(vhost, f"publish to exchange {target.name!r} in vhost {vhost!r}")
+
     def publish(self, target: Target, messages: list[OutgoingMessage]) -> list[PublishResult]:
         """Publish persistent, mandatory messages with every publisher confirm in flight.
 

@@ -312,6 +312,11 @@ class SqsAdapter:
                 f"{_list_failures(failures)}"
             )
 
+    def prepare_publish(self, target: Target) -> None:
+        """Open the HTTPS connection with one cheap call on the target queue (its ARN)."""
+        self._call("get_queue_attributes", f"ARN of {_queue_name(target.name)}", QueueUrl=target.name,
+                   AttributeNames=["QueueArn"])  # fmt: skip
+
     def publish(self, target: Target, messages: list[OutgoingMessage]) -> list[PublishResult]:
         """Send with one confirmation per message (invariant 2): Successful entry -> confirmed with
         its MessageId; Failed entry or a message SQS cannot carry -> confirmed=False with the reason.

@@ -174,6 +174,8 @@ class ReplayRun(models.Model):
 
 class AttemptState(models.TextChoices):
     PENDING = "pending", "Pending"
+    # Shown, not stored: a claimed row stays pending while a worker holds its lease (lease_owner
+    # set), so claiming it changes no indexed column (see LedgerEntry).
     LEASED = "leased", "Leased"
     PUBLISHED = "published", "Published"
     VERIFIED = "verified", "Verified"
@@ -183,10 +185,16 @@ class AttemptState(models.TextChoices):
 
 class LedgerEntry(models.Model):
     """One (run, letter) attempt (invariant 4): claimed with a lease and a fencing token by a
-    conditional UPDATE; an outcome is recorded only by the holder of the current token."""
+    conditional UPDATE; an outcome is recorded only by the holder of the current token.
+
+    A claim leaves ``state`` pending and sets the lease (``lease_owner``, ``lease_expires_at``, a
+    new ``fencing_token``): none of those is indexed, so with the table's free page space (fillfactor
+    50, migration 0012) the claim is a HOT update that writes no index entry. A row is leased while
+    it is pending with a lease owner; the claim skips those whose lease has not expired. Recording
+    moves it to published or failed (or back to pending without a lease)."""
 
     # No index of its own: the (run, letter) unique constraint and the (run, state, id) index lead
-    # with run_id, and every index costs each claim and record UPDATE (they are not HOT).
+    # with run_id, and every index costs each insert and each UPDATE that is not HOT.
     run = models.ForeignKey(ReplayRun, on_delete=models.CASCADE, related_name="ledger", db_index=False)
     item = models.ForeignKey(PlanItem, on_delete=models.PROTECT, related_name="+")
     letter = models.ForeignKey("recovery.DeadLetter", on_delete=models.PROTECT, related_name="+")

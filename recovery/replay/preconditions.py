@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -93,15 +94,21 @@ def default_preconditions(plan: ReplayPlan) -> list[dict[str, Any]]:
     ]
 
 
-def evaluate_preconditions(plan: ReplayPlan, *, stage: str) -> list[CheckResult]:
+def evaluate_preconditions(plan: ReplayPlan, *, stage: str, only: Iterable[str] | None = None) -> list[CheckResult]:
     """The defaults and the plan's own preconditions that apply at ``stage`` (submit, approve,
-    start, run). Never raises: an invalid entry or a check that errors is a failed result."""
+    start, run); with ``only``, just those of these names (a running worker asks for the checks
+    that can pause it, and does not open a connection to the target every 10 s for nothing).
+    Never raises: an invalid entry or a check that errors is a failed result."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
     own = plan.preconditions or []
     own = own if isinstance(own, list) else [own]  # a stored non-list fails as one invalid entry
     named = {entry.get("check") for entry in own if isinstance(entry, dict)}
     defaults = [entry for entry in default_preconditions(plan) if entry["check"] not in named]
+    if only is not None:
+        wanted = set(only)
+        own = [entry for entry in own if isinstance(entry, dict) and entry.get("check") in wanted]
+        defaults = [entry for entry in defaults if entry["check"] in wanted]
     # Two calls, so that an invalid entry's position is its place in the plan's own list.
     return run_checks(CheckKind.PRECONDITIONS, defaults, plan, stage=stage) + run_checks(
         CheckKind.PRECONDITIONS, own, plan, stage=stage

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -51,9 +52,10 @@ def valid_approvals(plan: ReplayPlan, *, content_hash: str | None = None) -> lis
     )  # fmt: skip
 
 
-def failing_preconditions(plan: ReplayPlan, *, stage: str) -> list[Any]:
-    """Preconditions that fail and are not overridden for the plan's current content."""
+def failing_preconditions(plan: ReplayPlan, *, stage: str, only: Iterable[str] | None = None) -> list[Any]:
+    """Preconditions that fail and are not overridden for the plan's current content (``only``:
+    just the checks of these names are evaluated)."""
     from recovery.replay.preconditions import evaluate_preconditions
 
     overridden = set(plan.overrides.filter(content_hash=plan.content_hash).values_list("check_name", flat=True))
-    return [r for r in evaluate_preconditions(plan, stage=stage) if not r.ok and r.name not in overridden]
+    return [r for r in evaluate_preconditions(plan, stage=stage, only=only) if not r.ok and r.name not in overridden]

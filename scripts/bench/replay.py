@@ -2,20 +2,21 @@
 
 1. Throughput, per broker: N letters of 1 KiB (BENCH_REPLAY_MESSAGES, default 20,000; SQS:
    BENCH_REPLAY_SQS_MESSAGES, default 5,000, as LocalStack's ~2-4 ms per call would make 20,000 take
-   over three minutes) replayed by one worker (BENCH_REPLAY_WORKERS) at the broker's highest
+   over three minutes) replayed by one worker, then (fresh letters) by two (BENCH_REPLAY_WORKERS,
+   default "1,2": the plan's workers; two is one per core here) at the broker's highest
    plannable rate and largest batch (recovery/replay/limits.py: RabbitMQ 50,000/s in batches of
    1,000, Kafka 100,000/s in 10,000, SQS 3,000/s in 10), beside a raw client move loop of N
    messages on the same broker in the same run (scripts/bench/replay_moves.py); ratio = replay
-   rate / raw rate (target >= 0.7). Replay time: from the run's started_at (set by the start call,
-   before it writes the run's ledger) to its move to verifying, once every ledger row is recorded
-   (the last published_at would leave out the last batch's confirms and recording: published_at
-   is when a batch was sent). Wall time: from the start call until
-   the worker returns with the run verified. Set-up is not measured: the letters
+   rate / raw rate (target >= 0.7), per number of workers. Replay time: from the run's started_at
+   (set by the start call, before it writes the run's ledger) to its move to verifying, once every
+   ledger row is recorded (the last published_at would leave out the last batch's confirms and
+   recording: published_at is when a batch was sent). Wall time: from the start call until the
+   workers return with the run verified. Set-up is not measured: the letters
    are written into the bench database with SQL, the plan is approved through the services, and
    the worker process is started before the run (scripts/bench/replay_worker_warm.py).
 2. RabbitMQ only: the shovel plugin moves N messages between two queues (a dynamic shovel,
    ack-mode on-confirm, src-delete-after queue-length), timed from its creation until the target
-   holds them all and the source is empty; ratio = replay rate / shovel rate.
+   holds them all and the source is empty; ratio = the faster replay's rate / shovel rate.
 3. Rate accuracy through the engine: plans at 10, 100 and 1000 msg/s (plan batches of 1, 10 and 50;
    the engine sends at most a twentieth of the rate: 1, 5 and 50), 2 workers each (`manage.py
    replay_worker RUN --worker N` processes), to RabbitMQ queues, each for
@@ -102,20 +103,22 @@ def _verifying_at(run_id: int) -> float:
 
 
 # ----------------------------------------------------------------------------- 1 and 2: throughput
-def _replay(ctx: dict, dlq, *, address: str = "", routing_key: str = "", rate: int, batch: int) -> tuple[float, float]:
-    """Start a plan over ``dlq`` to a target on its broker and let the warm workers run it:
+def _replay(
+    ctx: dict, dlq, *, workers: int, address: str = "", routing_key: str = "", rate: int, batch: int
+) -> tuple[float, float]:
+    """Start a plan over ``dlq`` to a target on its broker and let ``workers`` warm workers run it:
     (seconds from started_at to the move to verifying, wall seconds from the start call to the
     workers' return with the run verified)."""
     from recovery.models import RunState
     from recovery.replay import services
 
     plan = setup.approved_plan(ctx["operator"], ctx["approver"], dlq, dlq.broker, address=address,
-                               routing_key=routing_key, rate=rate, batch=batch, workers=ctx["workers"])  # fmt: skip
+                               routing_key=routing_key, rate=rate, batch=batch, workers=workers)  # fmt: skip
     begin = time.perf_counter()
     run = services.run_start(actor=ctx["operator"], plan=plan)
-    for worker in range(ctx["workers"]):
+    for worker in range(workers):
         ctx["warm"].start(worker, run.pk, worker)
-    for worker in range(ctx["workers"]):
+    for worker in range(workers):
         ctx["warm"].wait(worker)
     wall = time.perf_counter() - begin
     run.refresh_from_db()
@@ -127,74 +130,90 @@ def _replay(ctx: dict, dlq, *, address: str = "", routing_key: str = "", rate: i
     return verifying - started, wall
 
 
-def _rabbitmq(ctx: dict, n: int, dlq) -> dict[str, float]:
-    source, raw_target, target = moves.rabbit_queue(), moves.rabbit_queue(), moves.rabbit_queue()
+def _rabbitmq(ctx: dict, n: int, dlqs: dict) -> dict[str, float]:
+    source, raw_target = moves.rabbit_queue(), moves.rabbit_queue()
+    times = {}
     try:
         moves.rabbit_fill(source, n)
         begin = time.perf_counter()
         moves.rabbit_move(source, raw_target, n, batch=1000)
-        raw = time.perf_counter() - begin
+        times["raw"] = time.perf_counter() - begin
         assert moves.rabbit_depth(raw_target) == n, "the raw move's target does not hold every message"
         moves.rabbit_delete(raw_target)
-        seconds, wall = _replay(ctx, dlq, routing_key=target, rate=50_000, batch=1000)
-        assert moves.rabbit_depth(target) == n, "the replay target does not hold every letter"
-        moves.rabbit_delete(target)
+        for workers, dlq in dlqs.items():
+            target = moves.rabbit_queue()
+            times[workers] = _replay(ctx, dlq, workers=workers, routing_key=target, rate=50_000, batch=1000)
+            assert moves.rabbit_depth(target) == n, "the replay target does not hold every letter"
+            moves.rabbit_delete(target)
         moves.shovel_ready()
         moves.rabbit_fill(source, n)
         shovel_target = moves.rabbit_queue()
         try:
-            shovel = moves.shovel_move(source, shovel_target, n)
+            times["shovel"] = moves.shovel_move(source, shovel_target, n)
         finally:
             moves.rabbit_delete(shovel_target)
     finally:
-        moves.rabbit_delete(source, raw_target, target)
-    return {"raw": raw, "replay": seconds, "wall": wall, "shovel": shovel}
+        moves.rabbit_delete(source, raw_target)
+    return times
 
 
-def _kafka(ctx: dict, n: int, dlq) -> dict[str, float]:
+def _kafka(ctx: dict, n: int, dlqs: dict) -> dict[str, float]:
     kafka = moves.Kafka()
-    source, raw_target, target = kafka.topic(), kafka.topic(), kafka.topic()
+    source, raw_target = kafka.topic(), kafka.topic()
+    targets = [kafka.topic() for _ in dlqs]
+    times = {}
     try:
         kafka.fill(source, n)
         begin = time.perf_counter()
         kafka.move(source, raw_target, n, batch=10_000)
-        raw = time.perf_counter() - begin
-        seconds, wall = _replay(ctx, dlq, address=target, rate=100_000, batch=10_000)
-        assert kafka.count(target, n) == n, "the replay target does not hold every letter"
+        times["raw"] = time.perf_counter() - begin
+        for (workers, dlq), target in zip(dlqs.items(), targets, strict=True):
+            times[workers] = _replay(ctx, dlq, workers=workers, address=target, rate=100_000, batch=10_000)
+            assert kafka.count(target, n) == n, "the replay target does not hold every letter"
     finally:
-        kafka.delete(source, raw_target, target)
-    return {"raw": raw, "replay": seconds, "wall": wall}
+        kafka.delete(source, raw_target, *targets)
+    return times
 
 
-def _sqs(ctx: dict, n: int, dlq) -> dict[str, float]:
+def _sqs(ctx: dict, n: int, dlqs: dict) -> dict[str, float]:
     sqs = moves.Sqs()
-    source, raw_target, target = sqs.queue(), sqs.queue(), sqs.queue()
+    source, raw_target = sqs.queue(), sqs.queue()
+    times = {}
     try:
         sqs.fill(source, n)
         begin = time.perf_counter()
         sqs.move(source, raw_target, n)
-        raw = time.perf_counter() - begin
+        times["raw"] = time.perf_counter() - begin
         sqs.delete(raw_target)
-        seconds, wall = _replay(ctx, dlq, address=target, rate=3_000, batch=10)
-        assert sqs.depth(target) == n, "the replay target does not hold every letter"
+        for workers, dlq in dlqs.items():
+            target = sqs.queue()
+            try:
+                times[workers] = _replay(ctx, dlq, workers=workers, address=target, rate=3_000, batch=10)
+                assert sqs.depth(target) == n, "the replay target does not hold every letter"
+            finally:
+                sqs.delete(target)
     finally:
-        sqs.delete(source, target)
-    return {"raw": raw, "replay": seconds, "wall": wall}
+        sqs.delete(source)
+    return times
 
 
 def _throughput(ctx: dict, kind: str, lines: list[str]) -> None:
-    """Raw move loop, then the replay of as many letters (and for RabbitMQ the shovel), one broker."""
+    """Raw move loop, then the replay of as many letters by each number of workers (and for
+    RabbitMQ the shovel), one broker, side by side."""
     n = ctx["sqs_count"] if kind == "sqs" else ctx["count"]
-    dlq = setup.letters(ctx["brokers"][kind], n, kind)
-    times = {"rabbitmq": _rabbitmq, "kafka": _kafka, "sqs": _sqs}[kind](ctx, n, dlq)
+    dlqs = {workers: setup.letters(ctx["brokers"][kind], n, f"{kind}-{workers}w") for workers in ctx["workers"]}
+    times = {"rabbitmq": _rabbitmq, "kafka": _kafka, "sqs": _sqs}[kind](ctx, n, dlqs)
     report(lines, f"replay_{kind}_messages", n, "messages")
     report(lines, f"replay_{kind}_raw_move_rate", n / times["raw"], "msg/s")
-    report(lines, f"replay_{kind}_rate", n / times["replay"], "msg/s")
-    report(lines, f"replay_{kind}_ratio", times["raw"] / times["replay"], "x")
-    report(lines, f"replay_{kind}_wall_seconds", times["wall"], "s")
+    for workers in ctx["workers"]:
+        seconds, wall = times[workers]
+        report(lines, f"replay_{kind}_rate_{workers}w", n / seconds, "msg/s")
+        report(lines, f"replay_{kind}_ratio_{workers}w", times["raw"] / seconds, "x")
+        report(lines, f"replay_{kind}_wall_seconds_{workers}w", wall, "s")
     if "shovel" in times:
+        best = min(times[workers][0] for workers in ctx["workers"])
         report(lines, f"replay_{kind}_shovel_rate", n / times["shovel"], "msg/s")
-        report(lines, f"replay_{kind}_shovel_ratio", times["shovel"] / times["replay"], "x")
+        report(lines, f"replay_{kind}_shovel_ratio", times["shovel"] / best, "x")
 
 
 # ----------------------------------------------------------------------------- 3: rate accuracy
@@ -367,10 +386,10 @@ def main() -> list[str]:
             "sqs_count": int(os.environ.get("BENCH_REPLAY_SQS_MESSAGES", "5000")),
             "accuracy_seconds": float(os.environ.get("BENCH_REPLAY_ACCURACY_SECONDS", "25")),
             "pauses": int(os.environ.get("BENCH_REPLAY_PAUSES", "20")),
-            "workers": int(os.environ.get("BENCH_REPLAY_WORKERS", "1")),
+            "workers": [int(w) for w in os.environ.get("BENCH_REPLAY_WORKERS", "1,2").split(",")],
             "accuracy_concurrent": os.environ.get("BENCH_REPLAY_ACCURACY_CONCURRENT", "0") == "1",
         }  # fmt: skip
-        ctx["warm"] = setup.WarmWorkers(env, max(2, ctx["workers"]))  # the pause test runs two
+        ctx["warm"] = setup.WarmWorkers(env, max(2, *ctx["workers"]))  # the pause test runs two
         try:
             if "throughput" in parts:
                 for kind in kinds:

@@ -214,3 +214,17 @@ def test_a_broker_that_is_down_fails_the_pass_with_backoff_and_no_crash(harness,
     _capture(dlq)
     dlq.refresh_from_db()
     assert dlq.consecutive_failures == 2 and dlq.next_capture_at > first_backoff
+
+
+def test_prepare_publish_opens_the_target_before_the_first_publish(harness) -> None:
+    """The replay engine connects to a target before it takes its tokens (see
+    recovery.replay.engine.Worker._prepare_targets); publishing afterwards is confirmed as usual."""
+    adapter = adapter_for(harness.broker, timeout=10)
+    target = harness.target()
+    try:
+        adapter.prepare_publish(target)
+        adapter.prepare_publish(target)  # again: nothing new to open, no error
+        results = adapter.publish(target, [OutgoingMessage(body=b"after prepare")])
+        assert [r.confirmed for r in results] == [True]
+    finally:
+        adapter.close()

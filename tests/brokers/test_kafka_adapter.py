@@ -253,6 +253,9 @@ def test_publishing_to_a_missing_topic_is_a_permanent_error_and_creates_nothing(
     with pytest.raises(BrokerError, match=f"topic {missing} does not exist") as raised:
         adapter.publish(Target(name=missing), [OutgoingMessage(body=b"x")])
     assert raised.value.permanent
+    with pytest.raises(BrokerError, match=f"topic {missing} does not exist") as raised:
+        adapter.prepare_publish(Target(name=missing))
+    assert raised.value.permanent
     with pytest.raises(BrokerError, match="does not exist"):
         adapter.receive(DlqAddress(name=missing, group=_name("g")), max_messages=1, wait_seconds=1)
     assert missing not in AdminClient({"bootstrap.servers": SERVERS}).list_topics(timeout=5).topics

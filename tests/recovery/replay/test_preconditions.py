@@ -630,3 +630,23 @@ def test_results_are_json_evidence(chk_plan, chk_http) -> None:
     result = check(chk_plan(), "http_health", url=chk_http.url("/status/200"))
 
     assert json.loads(json.dumps(result.as_dict()))["details"]["params"]["url"] == chk_http.url("/status/200")
+
+
+def test_a_running_worker_evaluates_only_the_checks_that_can_pause_it(chk_plan, chk_item, chk_target, db_broker):
+    """The engine asks every 10 s for the run-stage checks that can pause a run; the others (such as
+    target_reachable, which opens a connection to the broker) are not evaluated for it."""
+    from recovery.replay.checks import WEEKDAYS
+    from recovery.replay.engine import RUN_STAGE_PRECONDITIONS
+    from recovery.replay.selectors import failing_preconditions
+
+    not_today = WEEKDAYS[(timezone.now().weekday() + 3) % 7]  # a window closed all day today
+    plan = chk_plan(preconditions=[{"check": "time_window", "start": "00:00", "end": "23:59", "days": [not_today]},
+                                   {"check": "nope"}])  # fmt: skip
+    chk_item(plan, chk_target(db_broker(), "", "orders"))  # an unreachable broker: target_reachable would fail
+
+    every = {r.name for r in evaluate_preconditions(plan, stage="run")}
+    asked = evaluate_preconditions(plan, stage="run", only=RUN_STAGE_PRECONDITIONS)
+
+    assert {"target_reachable", "time_window", "nope"} <= every
+    assert [r.name for r in asked] == ["time_window"]
+    assert [r.name for r in failing_preconditions(plan, stage="run", only=RUN_STAGE_PRECONDITIONS)] == ["time_window"]
