@@ -57,7 +57,11 @@ from recovery.models import (
 from recovery.observability import replay as telemetry
 from recovery.replay import messages
 from recovery.replay.ledger import BATCH_UPDATE_PLAN, CLAIM_PLAN, HELD_BY_OWNER, LedgerThread, Outcome
+from recovery.replay.limiter import LimiterUnavailable, RateLimiter, limiter_client
+from recovery.replay.selectors import failing_preconditions
+from recovery.replay.stop_conditions import evaluate_stop_conditions
 from recovery.replay.targets import as_target
+from recovery.replay.verification import run_verification_step
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +73,6 @@ RUN_STAGE_PRECONDITIONS = {"time_window", "http_health", "target_depth_below"}
 
 def _redis() -> redis.Redis:
     """Short timeouts and one retry: a dead Redis must not hold a worker past the 1 s stop."""
-    from recovery.replay.limiter import limiter_client
-
     return limiter_client(settings.REDIS_URL)
 
 
@@ -155,8 +157,6 @@ class Worker:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> str:
-        from recovery.replay.limiter import LimiterUnavailable, RateLimiter
-
         limiter = RateLimiter(self.redis, self.run_id)
         deadline = time.monotonic() + WORKER_SECONDS
         self.ledger = LedgerThread(self.run_id, self.owner)
@@ -300,8 +300,6 @@ class Worker:
                 RunEvent.objects.create(run=run, kind="phase", message=message, data={"phase": following})
 
     def _canary_verification(self, run: ReplayRun) -> list[str]:
-        from recovery.replay.verification import run_verification_step
-
         failures = []
         for step in run.plan.verifications or []:
             result = run_verification_step(run, step)
@@ -492,16 +490,12 @@ class Worker:
     def _maybe_check_stop_conditions(self, run: ReplayRun) -> None:
         if not self._due(run, "stopcheck", seconds=1):
             return
-        from recovery.replay.stop_conditions import evaluate_stop_conditions
-
         tripped = [r for r in evaluate_stop_conditions(run) if not r.ok]
         if self._due(run, "preconditions", seconds=10):
             # Preconditions that make sense during a run (a closing time window, a failing health
             # check, a target filling up) pause it like a stop condition; overrides still hold. An
             # unreachable target is not among them: publishing retries with backoff, and the
             # consecutive_failures stop condition is the plan's say on how long to keep trying.
-            from recovery.replay.selectors import failing_preconditions
-
             tripped += failing_preconditions(run.plan, stage="run", only=RUN_STAGE_PRECONDITIONS)
         if tripped:
             action = "abort" if any(r.details.get("action") == "abort" for r in tripped) else "pause"
@@ -512,8 +506,6 @@ class Worker:
 
     def _verify(self, run: ReplayRun) -> str:
         """Worker 0 walks the verification steps (each may wait for its window) and ends the run."""
-        from recovery.replay.verification import run_verification_step
-
         steps = run.plan.verifications or []
         while True:
             results = [run_verification_step(run, step) for step in steps]

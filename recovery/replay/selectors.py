@@ -14,6 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from recovery.models import ApprovalDecision, Broker, PlanApproval, ReplayPlan
+from recovery.replay.preconditions import evaluate_preconditions
 
 HASHED_FIELDS = (
     "selection", "name", "reason", "target_broker", "target_address", "target_routing_key", "include_held",
@@ -55,7 +56,5 @@ def valid_approvals(plan: ReplayPlan, *, content_hash: str | None = None) -> lis
 def failing_preconditions(plan: ReplayPlan, *, stage: str, only: Iterable[str] | None = None) -> list[Any]:
     """Preconditions that fail and are not overridden for the plan's current content (``only``:
     just the checks of these names are evaluated)."""
-    from recovery.replay.preconditions import evaluate_preconditions
-
     overridden = set(plan.overrides.filter(content_hash=plan.content_hash).values_list("check_name", flat=True))
     return [r for r in evaluate_preconditions(plan, stage=stage, only=only) if not r.ok and r.name not in overridden]

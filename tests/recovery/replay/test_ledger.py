@@ -138,3 +138,20 @@ def test_batch_statements_keep_index_plans_after_the_statistics_change(ledger_ru
     assert "Nested Loop" not in record_plan and "Seq Scan" not in record_plan, record_plan
     assert "Hash Join" in record_plan, record_plan
     assert record_outcomes(run.pk, worker.owner, _confirmed(batch), timezone.now()) == (50, 0)
+
+
+def test_a_letter_or_plan_item_in_a_ledger_cannot_be_deleted(ledger_run) -> None:
+    """The ledger's item and letter have no database constraint (migration 0013, for the cost of a
+    deferred check per row at commit); PROTECT, enforced by Django, still keeps both."""
+    from django.db.models import ProtectedError
+
+    from recovery.models import DeadLetter, PlanItem
+
+    run = ledger_run(1)
+    row = LedgerEntry.objects.get(run=run)
+
+    with pytest.raises(ProtectedError):
+        DeadLetter.objects.filter(pk=row.letter_id).delete()
+    with pytest.raises(ProtectedError):
+        PlanItem.objects.filter(pk=row.item_id).delete()
+    assert DeadLetter.objects.filter(pk=row.letter_id).exists() and PlanItem.objects.filter(pk=row.item_id).exists()
