@@ -174,8 +174,8 @@ class ReplayRun(models.Model):
 
 class AttemptState(models.TextChoices):
     PENDING = "pending", "Pending"
-    # Shown, not stored: a claimed row stays pending while a worker holds its lease (lease_owner
-    # set), so claiming it changes no indexed column (see LedgerEntry).
+    # Shown, not stored: a claimed row stays pending while a worker holds its lease
+    # (lease_expires_at set), so claiming it changes no indexed column (see LedgerEntry).
     LEASED = "leased", "Leased"
     PUBLISHED = "published", "Published"
     VERIFIED = "verified", "Verified"
@@ -193,14 +193,16 @@ class LedgerEntry(models.Model):
     it is pending with a lease (``lease_expires_at`` set); the claim skips those whose lease has not
     expired. Recording moves it to published or failed (or back to pending without a lease)."""
 
-    # No index of its own: the (run, letter) unique constraint and the (run, state, id) index lead
-    # with run_id, and every index costs each insert and each UPDATE that is not HOT.
-    run = models.ForeignKey(ReplayRun, on_delete=models.CASCADE, related_name="ledger", db_index=False)
-    # No database constraint on item and letter (migration 0013): the rows are copied from the
-    # plan's items in one INSERT ... SELECT by run_start, under the plan's row lock, so both point
-    # at rows that exist, and PROTECT (enforced by Django) keeps those rows from being deleted. Each
-    # constraint cost a deferred check per row at commit: 20,000 rows took 230 ms to commit, a
-    # third of a 20,000-letter replay to Kafka. The run keeps its constraint.
+    # No database constraints (migrations 0013, 0014), and run has no index of its own: the
+    # (run, letter) unique constraint and the (run, state, id) index lead with run_id, and every
+    # index costs each insert and each UPDATE that is not HOT. run_start writes the rows in one
+    # INSERT ... SELECT from the plan's items, in the transaction that creates the run and under the
+    # plan's row lock, so every row points at an existing run, item and letter; Django enforces
+    # CASCADE and PROTECT. A constraint cost a deferred check per row at COMMIT: with three, a
+    # 20,000-row ledger took 230 ms to commit, a third of a 20,000-letter replay to Kafka.
+    run = models.ForeignKey(
+        ReplayRun, on_delete=models.CASCADE, related_name="ledger", db_index=False, db_constraint=False
+    )
     item = models.ForeignKey(PlanItem, on_delete=models.PROTECT, related_name="+", db_constraint=False)
     letter = models.ForeignKey("recovery.DeadLetter", on_delete=models.PROTECT, related_name="+", db_constraint=False)
     state = models.CharField(max_length=16, choices=AttemptState.choices, default=AttemptState.PENDING)

@@ -355,6 +355,15 @@ class Worker:
 
     def _next_batch(self, run: ReplayRun, limit: int) -> list[Claimed]:
         """The batch claimed ahead, when it fits the current phase's size; else a fresh claim."""
+        if self.ahead is None and not self.adapters:
+            # A worker's first claim goes to the ledger thread while this one opens the target the
+            # plan names, if it names one: they take about as long (for Kafka a producer and the
+            # topic's metadata, ~60 ms, beside a claim of 5,000 rows). Held in self.ahead meanwhile,
+            # so a worker that fails here still gives the claimed rows back (_release_ahead).
+            self.ahead = self.ledger.submit(self._claim, run, limit)
+            plan = run.plan
+            if plan.target_broker_id and (plan.target_address or plan.target_routing_key):
+                self._prepare_target(plan.target_broker_id, plan.target_address, plan.target_routing_key, "")
         ahead, self.ahead = self.ahead, None
         if ahead is not None:
             batch = ahead.result()
@@ -404,17 +413,20 @@ class Worker:
         first sends took a 1 s window to 120% of plan. A failure here is left to publishing, which
         reports it and backs off."""
         for broker_id, name, key, vhost in _by_target(batch):
-            if (broker_id, name, vhost) in self.prepared:
-                continue
-            try:
-                prepare = getattr(self._adapter(broker_id), "prepare_publish", None)
-                if prepare is not None:
-                    prepare(as_target({"name": name, "routing_key": key, "vhost": vhost}))
-            except RecoveryError:
-                log.debug("preparing target %s of broker %s failed; publishing will report it", name, broker_id,
-                          exc_info=True)  # fmt: skip
-                continue
-            self.prepared.add((broker_id, name, vhost))
+            self._prepare_target(broker_id, name, key, vhost)
+
+    def _prepare_target(self, broker_id: int, name: str, key: str, vhost: str) -> None:
+        if (broker_id, name, vhost) in self.prepared:
+            return
+        try:
+            prepare = getattr(self._adapter(broker_id), "prepare_publish", None)
+            if prepare is not None:
+                prepare(as_target({"name": name, "routing_key": key, "vhost": vhost}))
+        except RecoveryError:
+            log.debug("preparing target %s of broker %s failed; publishing will report it", name, broker_id,
+                      exc_info=True)  # fmt: skip
+            return
+        self.prepared.add((broker_id, name, vhost))
 
     def _publish(self, run: ReplayRun, batch: list[Claimed]) -> None:
         for (broker_id, name, key, vhost), group in _by_target(batch).items():

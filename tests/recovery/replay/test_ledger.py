@@ -141,8 +141,8 @@ def test_batch_statements_keep_index_plans_after_the_statistics_change(ledger_ru
 
 
 def test_a_letter_or_plan_item_in_a_ledger_cannot_be_deleted(ledger_run) -> None:
-    """The ledger's item and letter have no database constraint (migration 0013, for the cost of a
-    deferred check per row at commit); PROTECT, enforced by Django, still keeps both."""
+    """The ledger has no database constraints (migrations 0013 and 0014, for the cost of a deferred
+    check per row at commit); PROTECT, enforced by Django, still keeps its items and letters."""
     from django.db.models import ProtectedError
 
     from recovery.models import DeadLetter, PlanItem
