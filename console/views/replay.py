@@ -26,6 +26,7 @@ from console.views.actions import object_action
 from recovery.audit.selectors import audit_timeline
 from recovery.errors import NotPermitted, RecoveryError
 from recovery.models import (
+    LEASED_ROWS,
     AttemptState,
     Broker,
     LedgerEntry,
@@ -231,8 +232,7 @@ run_start = _plan_action(lambda r, p: services.run_start(actor=r.user, plan=p), 
 def _run_context(request: HttpRequest, run: ReplayRun) -> dict[str, Any]:
     from recovery.replay.stop_conditions import evaluate_stop_conditions
 
-    leased = Case(When(state=AttemptState.PENDING, lease_expires_at__isnull=False, then=Value(AttemptState.LEASED)),
-                  default=F("state"))  # a leased row is stored as pending with a lease (LedgerEntry)  # fmt: skip
+    leased = Case(When(LEASED_ROWS, then=Value(AttemptState.LEASED)), default=F("state"))  # stored as pending
     counts = dict(
         LedgerEntry.objects.filter(run=run).annotate(shown=leased).values_list("shown").annotate(n=Count("id"))
     )

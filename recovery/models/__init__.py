@@ -42,6 +42,7 @@ from recovery.models.letters import (
     DeadLetterState,
 )
 from recovery.models.plans import (
+    LEASED_ROWS,
     RUN_ACTIVE,
     ApprovalDecision,
     AttemptState,
@@ -58,6 +59,7 @@ from recovery.models.plans import (
 )
 
 __all__ = [
+    "LEASED_ROWS",
     "ApprovalDecision",
     "AttemptState",
     "AuditAction",

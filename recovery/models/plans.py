@@ -183,6 +183,10 @@ class AttemptState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+# The ledger rows a worker holds (or held, if its lease expired and nobody claimed them again).
+LEASED_ROWS = models.Q(state=AttemptState.PENDING, lease_expires_at__isnull=False)
+
+
 class LedgerEntry(models.Model):
     """One (run, letter) attempt (invariant 4): claimed with a lease and a fencing token by a
     conditional UPDATE; an outcome is recorded only by the holder of the current token.

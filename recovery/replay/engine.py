@@ -44,6 +44,7 @@ from recovery.brokers.registry import adapter_for
 from recovery.errors import RecoveryError
 from recovery.faults import fault_point
 from recovery.models import (
+    LEASED_ROWS,
     AttemptState,
     AuditAction,
     Broker,
@@ -263,7 +264,7 @@ class Worker:
             claimed = LedgerEntry.objects.filter(run=run, attempts__gt=0).count()
             if claimed < plan.canary_count:
                 return float(plan.rate_per_second), plan.canary_count - claimed
-            if LedgerEntry.objects.filter(run=run, state=AttemptState.PENDING, lease_expires_at__isnull=False).exists():
+            if LedgerEntry.objects.filter(LEASED_ROWS, run=run).exists():
                 return 0.0, 0  # the canary's last batch is still out
             self._advance(run, "canary", "canary-window", f"canary of {claimed} published; watching")
             return 0.0, 0
@@ -419,9 +420,7 @@ class Worker:
         if (broker_id, name, vhost) in self.prepared:
             return
         try:
-            prepare = getattr(self._adapter(broker_id), "prepare_publish", None)
-            if prepare is not None:
-                prepare(as_target({"name": name, "routing_key": key, "vhost": vhost}))
+            self._adapter(broker_id).prepare_publish(as_target({"name": name, "routing_key": key, "vhost": vhost}))
         except RecoveryError:
             log.debug("preparing target %s of broker %s failed; publishing will report it", name, broker_id,
                       exc_info=True)  # fmt: skip

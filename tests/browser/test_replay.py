@@ -20,8 +20,8 @@ from playwright.sync_api import expect
 from recovery.brokers.base import DlqAddress
 from recovery.brokers.registry import adapter_for
 from recovery.models import (
+    LEASED_ROWS,
     RUN_ACTIVE,
-    AttemptState,
     DeadLetter,
     Disposition,
     LedgerEntry,
@@ -152,7 +152,7 @@ def test_author_approver_and_operator_replay_a_rabbitmq_dlq(live_server, make_us
     paused_at = ReplayRun.objects.get(pk=run.pk).published
     assert 0 < paused_at < run.total
     # nothing is left leased: every claimed row was recorded or given back
-    assert not LedgerEntry.objects.filter(run=run, state=AttemptState.PENDING, lease_expires_at__isnull=False).exists()
+    assert not LedgerEntry.objects.filter(LEASED_ROWS, run=run).exists()
     time.sleep(1.5)
     assert ReplayRun.objects.get(pk=run.pk).published == paused_at
     expect(page.get_by_test_id("run-published")).to_have_text(str(paused_at))
