@@ -2,20 +2,36 @@
 this checkout's local services (.local/env, written by scripts/services.sh up) and keeps test
 data apart from `make run`'s.
 
-- Redis: the tests use database 1, so a `make run` worker on database 0 never takes a test job.
-- PostgreSQL: pytest-django creates its own test_<name> database.
+- Redis: the tests use database 1, so a `make run` worker on database 0 never takes a test job;
+  under pytest-xdist worker gwN uses database 1 + N (tests/namespace.py), so workers never share
+  job queues, limiter keys or a flushdb.
+- PostgreSQL: pytest-django creates its own test_<name> database (test_<name>_gwN per worker).
+- Metrics: each pytest process (and the worker processes its tests start, which inherit the
+  variable) writes prometheus-client files to a fresh folder of its own, removed at the end, so
+  neither `make run` nor another worker changes the counts a test scrapes.
 - HTTPS_ONLY=0: the test servers speak plain HTTP.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from tests.namespace import worker, worker_index
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = ROOT / ".local" / "env"
-TEST_REDIS_DB = os.environ.get("TEST_REDIS_DB", "1")
+REDIS_DATABASES = 16  # redis-server's default `databases`, which scripts/services.sh keeps
+TEST_REDIS_DB = str(int(os.environ.get("TEST_REDIS_DB", "1")) + worker_index())
+if int(TEST_REDIS_DB) >= REDIS_DATABASES:
+    raise SystemExit(
+        f"pytest worker {worker()} would use Redis database {TEST_REDIS_DB}, but Redis has {REDIS_DATABASES}: "
+        "run fewer xdist workers"
+    )
+METRICS_DIR = tempfile.mkdtemp(prefix=f"dlq-console-test-metrics-{worker()}-")
 
 
 def _load_env_file(path: Path) -> None:
@@ -36,6 +52,7 @@ def _with_redis_db(url: str, db: str) -> str:
 
 _load_env_file(ENV_FILE)
 os.environ["REDIS_URL"] = _with_redis_db(os.environ["REDIS_URL"], TEST_REDIS_DB)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
 os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 50)
 os.environ.setdefault("AUDIT_HMAC_KEY", "test-audit-key-" + "k" * 40)
 os.environ["DEBUG"] = "0"
@@ -44,3 +61,7 @@ os.environ["STATIC_MANIFEST"] = "0"
 os.environ.setdefault("RECOVERY_JOB_BACKEND", "rq")
 # Playwright's sync API runs an event loop in the test thread; Django must still allow ORM calls.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def pytest_unconfigure() -> None:
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import uuid
 from collections.abc import Callable
 
 import boto3
@@ -17,12 +16,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from recovery.brokers.base import DlqAddress, Target
 from recovery.models import Broker, BrokerKind, CaptureMode, DeadLetterQueue
+from tests.namespace import unique
 
 Message = tuple[bytes, dict[str, str]]
 
 
 def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+    """A queue, topic, group or broker-row name of this pytest worker's own (tests/namespace.py)."""
+    return unique(prefix)
 
 
 class RabbitHarness:

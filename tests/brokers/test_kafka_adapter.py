@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,12 +27,13 @@ from recovery.brokers.kafka import KafkaAdapter
 from recovery.errors import BrokerError
 from recovery.models import Broker, BrokerKind
 from tests.helpers import free_port, wait_until
+from tests.namespace import unique
 
 SERVERS = os.environ["LOCAL_KAFKA_BOOTSTRAP_SERVERS"]
 
 
 def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+    return unique(prefix)
 
 
 def _broker(endpoint: str = SERVERS) -> Broker:
@@ -157,6 +157,7 @@ def test_a_full_dlq_is_read_at_once_without_joining_the_group(topics, adapters) 
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.fault
 def test_a_group_whose_member_was_killed_is_still_read(topics, adapters) -> None:
     """A reader that dies inside a group join can leave the group stuck (Tansu keeps the dead
     member as leader); capture never joins, so it reads on from the committed offsets."""
@@ -312,9 +313,10 @@ def _answers(admin: AdminClient) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.fault
 def test_a_broker_lost_while_reading_is_an_error_not_an_empty_dlq(adapters) -> None:
     with _private_tansu() as servers:
-        topic = "lost-" + uuid.uuid4().hex[:8]
+        topic = unique("lost", 8)
         admin = AdminClient({"bootstrap.servers": servers, "log_level": 0})
         for future in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
             future.result(timeout=10)
@@ -333,7 +335,7 @@ def test_a_broker_lost_while_reading_is_an_error_not_an_empty_dlq(adapters) -> N
 
 
 def test_list_candidates_finds_a_spring_dead_letter_topic_and_its_source(topics, adapters) -> None:
-    prefix = uuid.uuid4().hex[:10]
+    prefix = unique("cand")
     source = topics(f"{prefix}-orders")
     dlt = topics(f"{prefix}-orders.DLT")
     orphan = topics(f"dlq-{prefix}-connector")

@@ -22,6 +22,7 @@ from recovery.brokers.base import BrokerError, DlqAddress, OutgoingMessage, Targ
 from recovery.brokers.rabbitmq import RabbitMqAdapter
 from recovery.models import Broker
 from tests.helpers import wait_until
+from tests.namespace import unique
 
 
 def _broker(**overrides: object) -> Broker:
@@ -37,7 +38,7 @@ def _broker(**overrides: object) -> Broker:
 
 
 def _unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+    return unique(prefix)
 
 
 def _management(method: str, path: str, body: dict | None = None) -> object:
@@ -456,6 +457,7 @@ def test_a_nacked_message_is_not_confirmed(adapter, declare) -> None:
     assert {r.error for r in results[2:]} == {"nacked by broker"}
 
 
+@pytest.mark.fault
 def test_it_reconnects_after_the_broker_drops_its_connection(open_adapter, declare) -> None:
     adapter = open_adapter(name=_unique("dropped"))
     queue = declare()

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from recovery.brokers.base import BrokerError, DlqAddress, OutgoingMessage, ReceivedMessage, Target
 from recovery.brokers.sqs import SqsAdapter
 from recovery.models import Broker
+from tests.namespace import unique
 
 
 def _broker(**options: Any) -> Broker:
@@ -49,10 +49,10 @@ def sqs() -> Iterator[Any]:
 def make_queue(sqs: Any) -> Iterator[Callable[..., str]]:
     """Create a uniquely named queue (``.fifo`` when fifo=True) and return its URL."""
     created: list[str] = []
-    run = uuid.uuid4().hex[:10]
+    run = unique("t-sqs")
 
     def make(label: str = "q", *, fifo: bool = False, **attributes: str) -> str:
-        name = f"t-sqs-{run}-{label}" + (".fifo" if fifo else "")
+        name = f"{run}-{label}" + (".fifo" if fifo else "")
         if fifo:
             attributes["FifoQueue"] = "true"
         url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]

@@ -14,7 +14,6 @@ runner failing a drill for real)."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -28,6 +27,7 @@ from recovery.permissions import Role
 from tests.brokers.harness import RabbitHarness
 from tests.browser.helpers import post
 from tests.helpers import JobRunner
+from tests.namespace import unique
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -81,7 +81,7 @@ def test_define_approve_run_and_follow_a_drill(live_server, make_user, rabbit, j
     make_user(Role.OPERATOR, Role.APPROVER, username="olga")  # an approver too: four eyes must still hold
     make_user(Role.APPROVER, username="abe")
     make_user(Role.VIEWER, username="vera")
-    name = f"browser-{uuid.uuid4().hex[:6]}"
+    name = unique("browser", 6)
 
     # -- the operator defines a drill: an invalid cron expression is refused on its field --------
     page = people.sign_in("olga")

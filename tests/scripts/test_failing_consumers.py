@@ -11,7 +11,6 @@ import struct
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from scripts.demo.failing_consumers import (
 )
 from scripts.demo.kafka_apps import topic_depth
 from scripts.demo.rabbitmq_apps import connection_parameters
+from tests.namespace import unique
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 
 
 def _prefix() -> str:
-    return "t" + uuid.uuid4().hex[:8]
+    return unique("t", 8)
 
 
 def _dlq(summary: dict[str, Any], address_suffix: str) -> dict[str, Any]:
@@ -265,7 +265,7 @@ def _reader() -> Consumer:
     return Consumer(
         {
             "bootstrap.servers": os.environ["LOCAL_KAFKA_BOOTSTRAP_SERVERS"],
-            "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
+            "group.id": unique("test-reader", 8),
             "enable.auto.commit": False,
         }
     )

@@ -9,7 +9,6 @@ them, the default rules classify them, the replay engine republishes them.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from recovery.models import (
     RunState,
 )
 from tests.helpers import JobRunner, wait_until
+from tests.namespace import unique
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -49,7 +49,7 @@ def _run_to_the_end(drill: Any, people: dict[str, Any], timeout: float = 90) -> 
 
 def _define(harness: Any, people: dict[str, Any], **data: Any) -> Any:
     values = {
-        "name": f"e2e-{harness.kind}-{uuid.uuid4().hex[:6]}", "broker": harness.broker, "schedule": "*/5 * * * *",
+        "name": unique(f"e2e-{harness.kind}", 6), "broker": harness.broker, "schedule": "*/5 * * * *",
         "message_count": 6, "transient_count": 2, "poison_count": 1, "timeout_seconds": 120, **data,
     }  # fmt: skip
     drill = drill_create(actor=people["author"], data=values)

@@ -4,7 +4,6 @@ the drill run hands its worker back while the replay runs (recovery.drills.runne
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from recovery.drills.services import drill_approve, drill_create, drill_run_now
 from recovery.models import DrillRun, DrillRunState
 from tests.helpers import wait_until
+from tests.namespace import unique
 from tests.recovery.test_job_backends import CELERY_WORKER, RQ_WORKER, _process
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -27,7 +27,7 @@ def test_a_drill_passes_with_one_worker_process_of_each_backend(
     settings.RECOVERY_JOB_BACKEND = backend
     drill = drill_create(
         actor=people["author"],
-        data={"name": f"backend-{backend}-{uuid.uuid4().hex[:6]}", "broker": harness.broker,
+        data={"name": unique(f"backend-{backend}", 6), "broker": harness.broker,
               "schedule": "@daily", "timeout_seconds": 120},
     )  # fmt: skip
     drill_approve(actor=people["approver"], drill=drill)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import pytest
 from django.db import connection
@@ -18,6 +17,7 @@ from recovery.models import CaptureTrigger, DeadLetter, ReplayRun, RunState
 from recovery.permissions import Role
 from tests.brokers.harness import RabbitHarness
 from tests.helpers import JobRunner, wait_until
+from tests.namespace import unique
 from tests.recovery.replay.helpers import approved_plan, captured_letters, start
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -60,7 +60,7 @@ def test_a_run_whose_messages_come_back_pauses_itself_with_the_reason(
     rabbit, make_user, client_for, test_redis, settings
 ) -> None:
     dlq, _letters = captured_letters(rabbit, 200)
-    work = f"work-{uuid.uuid4().hex[:8]}"
+    work = unique("work", 8)
     conn, channel = rabbit._channel()
     channel.queue_declare(work, durable=True, arguments={"x-dead-letter-exchange": "",
                                                          "x-dead-letter-routing-key": dlq.address})  # fmt: skip
