@@ -141,6 +141,7 @@ def test_a_capture_pass_drains_the_dlq_and_normalises_the_failure(harness) -> No
     assert summary.filter(summary__contains="10 captured").exists()
 
 
+@pytest.mark.fault
 def test_capture_before_remove_survives_sigkill_between_commit_and_remove(harness) -> None:
     """Invariant 1 under a crash: the first batch's rows commit, the process dies before the
     broker hears anything; the next pass loses nothing and duplicates no row."""

@@ -103,6 +103,7 @@ def test_up_is_idempotent_and_down_stops_everything(services) -> None:
     assert status.returncode == 1 and status.stdout.count(" down ") == 3
 
 
+@pytest.mark.fault
 def test_a_stale_pid_file_is_replaced(services) -> None:
     services("up", "kafka")
     pid_file = services.state / "kafka" / "tansu.pid"

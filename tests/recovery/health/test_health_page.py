@@ -46,6 +46,7 @@ def test_every_local_service_answers(settings) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.fault
 def test_killing_redis_turns_its_row_red_and_the_page_still_renders(client_for, settings, tmp_path) -> None:
     client = client_for(Role.VIEWER)
     with private_redis(tmp_path) as (proc, port):

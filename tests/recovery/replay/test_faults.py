@@ -23,7 +23,7 @@ from tests.recovery.replay.helpers import approved_plan, captured_letters, start
 
 ROOT = Path(__file__).resolve().parents[3]
 LEASE = 2
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.fault]
 
 
 @pytest.fixture(params=sorted(HARNESSES))
@@ -145,9 +145,11 @@ def _restart_mid_run(rabbit, make_user, service: str) -> None:
     _assert_delivered_once_or_more(plan, _deliveries(rabbit, target, 150))
 
 
+@pytest.mark.serial  # restarts the RabbitMQ every test uses
 def test_a_rabbitmq_restart_mid_run_loses_nothing(rabbit, make_user, test_redis) -> None:
     _restart_mid_run(rabbit, make_user, "rabbitmq")
 
 
+@pytest.mark.serial  # restarts the Redis every test uses
 def test_a_redis_restart_mid_run_loses_nothing(rabbit, make_user, test_redis) -> None:
     _restart_mid_run(rabbit, make_user, "redis")

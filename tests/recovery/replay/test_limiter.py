@@ -110,6 +110,8 @@ def test_the_key_expires_once_it_no_longer_matters(limiter: RateLimiter) -> None
     assert 0 < limiter.redis.pttl(limiter.key) <= 1100
 
 
+@pytest.mark.fault
+@pytest.mark.serial  # SCRIPT FLUSH empties the script cache of the Redis every test uses
 def test_it_survives_script_flush(url: str, limiter: RateLimiter, test_redis: redis.Redis) -> None:
     assert limiter.acquire(10, 10) == 0.0
     test_redis.script_flush()
@@ -167,6 +169,7 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
+@pytest.mark.fault
 def test_it_works_again_after_a_redis_restart(tmp_path: Path) -> None:
     port = free_port()
     proc = _redis_server(port, tmp_path)
