@@ -1,5 +1,10 @@
-"""Celery application for RECOVERY_JOB_BACKEND=celery: one task that runs a recovery job by path,
-and a beat schedule that ticks the scheduler like RQ cron does."""
+"""Celery application for RECOVERY_JOB_BACKEND=celery: one task that runs a registered recovery job
+by name (recovery.jobs.registry refuses any other name), and a beat schedule that sends the
+scheduler's tick to the periodic queue, as ``manage.py scheduler`` does under RQ.
+
+Celery itself refuses messages for task names it does not know; ``recovery.run_job`` refuses job
+names the registry does not know. Messages are JSON only.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,10 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 
 
 @app.task(name="recovery.run_job")
-def run_job(path: str, args: list[Any]) -> Any:
-    from recovery.job_backend import run_job as run
+def run_job(name: str, args: list[Any]) -> Any:
+    from recovery.jobs.registry import run_received  # after Django is set up in the worker
 
-    return run(path, args)
+    return run_received(name, args)
 
 
 @app.on_after_configure.connect
@@ -27,6 +32,6 @@ def _schedule(sender: Celery, **_: Any) -> None:
 
     sender.add_periodic_task(
         settings.RECOVERY_SCHEDULER_INTERVAL,
-        run_job.s("recovery.jobs.scheduler_tick", []),
+        run_job.s("scheduler_tick", []).set(queue="recovery-periodic"),
         name="scheduler tick",
     )

@@ -160,7 +160,6 @@ RECOVERY_CAPTURE_MAX_PER_PASS = envint("RECOVERY_CAPTURE_MAX_PER_PASS", 100_000,
 RECOVERY_CAPTURE_WAIT_SECONDS = envint("RECOVERY_CAPTURE_WAIT_SECONDS", 1, minimum=0, maximum=20)
 RECOVERY_CAPTURE_RETRY_ATTEMPTS = envint("RECOVERY_CAPTURE_RETRY_ATTEMPTS", 3, minimum=1, maximum=20)
 RECOVERY_CAPTURE_RETRY_BASE_MS = envint("RECOVERY_CAPTURE_RETRY_BASE_MS", 2000, minimum=1)
-RECOVERY_CAPTURE_STALE_AFTER = envint("RECOVERY_CAPTURE_STALE_AFTER", 120, minimum=10)
 RECOVERY_CAPTURE_MAX_BACKOFF = envint("RECOVERY_CAPTURE_MAX_BACKOFF", 3600, minimum=10)
 RECOVERY_APPROVAL_TTL = envint("RECOVERY_APPROVAL_TTL", 24 * 3600, minimum=60)  # seconds an approval stays valid
 RECOVERY_REPLAY_LEASE_SECONDS = envint("RECOVERY_REPLAY_LEASE_SECONDS", 30, minimum=2, maximum=3600)
@@ -168,13 +167,30 @@ RECOVERY_REPLAY_LEASE_SECONDS = envint("RECOVERY_REPLAY_LEASE_SECONDS", 30, mini
 # --- Redis and background jobs
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
 RECOVERY_JOB_BACKEND = envchoice("RECOVERY_JOB_BACKEND", ("rq", "celery"), "rq")
-RECOVERY_JOB_QUEUES = ("default",)
-# recovery.job_backend.enqueue already waits for the commit, for both backends.
-RQ = {"COMMIT_MODE": "auto"}
-RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in RECOVERY_JOB_QUEUES}
+# One queue per kind of work (recovery.jobs.registry.JobQueue), each served by its own workers.
+RECOVERY_JOB_QUEUES = ("replay", "capture", "periodic", "bulk")
+# recovery.jobs.queue.enqueue already waits for the commit, for both backends. Jobs travel by
+# registered name with JSON arguments; the worker and job classes refuse anything else.
+# The job watchdog (recovery/jobs/watchdog.py): a running job without a heartbeat for STALE_AFTER
+# seconds, or a queued one not started LOST_AFTER seconds after it was enqueued, is lost; rows that
+# can continue are enqueued again up to RETRIES times, the rest are retired (marked failed).
+RECOVERY_JOB_STALE_AFTER = envint("RECOVERY_JOB_STALE_AFTER", 120, minimum=10)
+RECOVERY_JOB_LOST_AFTER = envint("RECOVERY_JOB_LOST_AFTER", 300, minimum=10)
+RECOVERY_JOB_RETRIES = envint("RECOVERY_JOB_RETRIES", 3, minimum=0, maximum=100)
+RQ = {
+    "COMMIT_MODE": "auto",
+    "WORKER_CLASS": "recovery.jobs.rq_worker.RegisteredJobWorker",
+    "JOB_CLASS": "recovery.jobs.rq_worker.RegisteredJob",
+}
+RQ_QUEUES = {
+    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600, "SERIALIZER": "rq.serializers.JSONSerializer"}
+    for name in RECOVERY_JOB_QUEUES
+}
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
-CELERY_TASK_DEFAULT_QUEUE = "recovery-default"
+CELERY_TASK_DEFAULT_QUEUE = "recovery-periodic"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -11,3 +11,4 @@ class RecoveryConfig(AppConfig):
 
     def ready(self) -> None:
         from recovery.audit import signals  # noqa: F401 - connects the auth signal receivers
+        from recovery.jobs import definitions  # noqa: F401 - fills the job registry

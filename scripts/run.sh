@@ -32,17 +32,26 @@ children=()
 start() { "$@" & children+=($!); }
 stop_children() {
   trap - INT TERM EXIT
-  say "stopping web, worker and scheduler"
+  say "stopping web, workers and scheduler"
   for pid in "${children[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap stop_children INT TERM EXIT
 
+# One worker per queue (recovery/jobs/registry.py), so that no kind of work waits behind another;
+# two for replay, one per core, as a plan's workers run side by side.
 if [ "$backend" = celery ]; then
-  start "$VENV/bin/celery" -A console worker -Q recovery-default --concurrency 2 --loglevel INFO
+  start "$VENV/bin/celery" -A console worker -Q recovery-replay -n replay@%h --concurrency 2 --loglevel INFO
+  for queue in capture periodic bulk; do
+    start "$VENV/bin/celery" -A console worker -Q "recovery-$queue" -n "$queue@%h" --concurrency 1 --loglevel INFO
+  done
   start "$VENV/bin/celery" -A console beat --loglevel INFO --schedule "$STATE/celerybeat-schedule"
 else
-  start "$py" manage.py rqworker default
+  start "$py" manage.py rqworker replay
+  start "$py" manage.py rqworker replay
+  start "$py" manage.py rqworker capture
+  start "$py" manage.py rqworker periodic
+  start "$py" manage.py rqworker bulk
   start "$py" manage.py scheduler
 fi
 start "$py" manage.py runserver "127.0.0.1:$WEB_PORT"

@@ -12,9 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import django_rq
+from django.conf import settings
 from django.db import connection
 from rq import Queue
 from rq.exceptions import DequeueTimeout
+from rq.serializers import JSONSerializer
+
+from recovery.jobs.rq_worker import RegisteredJob, RegisteredJobSimpleWorker
 
 
 def free_port() -> int:
@@ -70,16 +74,23 @@ def _answers(port: int) -> bool:
         return False
 
 
+def run_queued_jobs(*queues: str) -> None:
+    """Run every job waiting on these queues in this process, as a burst worker of the project's
+    kind would (registered job names only, JSON data)."""
+    django_rq.get_worker(*queues, worker_class=RegisteredJobSimpleWorker).work(burst=True)
+
+
 class JobRunner(threading.Thread):
     """Performs the console's background jobs as an RQ worker would: takes each job off the real
-    queue and runs it. An RQ worker cannot run here: it installs signal handlers, which only the
-    main thread may do, and the main thread drives the browser while the run progresses (pause
-    and resume must happen during the run, and resume must enqueue a fresh worker job, so the
-    test takes the jobs the console enqueued rather than calling the engine itself)."""
+    queues (all of them, in priority order) and runs it. An RQ worker cannot run here: it
+    installs signal handlers, which only the main thread may do, and the main thread drives the
+    browser while the run progresses (pause and resume must happen during the run, and resume
+    must enqueue a fresh worker job, so the test takes the jobs the console enqueued rather than
+    calling the engine itself)."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.queue: Queue = django_rq.get_queue("default")
+        self.queues: list[Queue] = [django_rq.get_queue(name) for name in settings.RECOVERY_JOB_QUEUES]
         self.stopping = threading.Event()
         self.busy = threading.Event()
         self.performed: list[str] = []
@@ -89,7 +100,13 @@ class JobRunner(threading.Thread):
         try:
             while not self.stopping.is_set():
                 try:
-                    job, _queue = Queue.dequeue_any([self.queue], timeout=1, connection=self.queue.connection)
+                    job, _queue = Queue.dequeue_any(
+                        self.queues,
+                        timeout=1,
+                        connection=self.queues[0].connection,
+                        job_class=RegisteredJob,
+                        serializer=JSONSerializer,
+                    )
                 except DequeueTimeout:
                     continue
                 self.busy.set()

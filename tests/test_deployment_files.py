@@ -15,20 +15,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.conf import settings
 
+from recovery.jobs.registry import JobQueue, job_names, registered
 from tests.helpers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+APP_SERVICES = ["web", *(f"worker-{queue}" for queue in settings.RECOVERY_JOB_QUEUES), "scheduler"]
 SOURCE = "\n".join(p.read_text() for p in [*ROOT.glob("console/**/*.py"), *ROOT.glob("recovery/**/*.py")])
 
 
 def test_compose_has_every_service() -> None:
     assert set(COMPOSE["services"]) == {
-        "web",
-        "worker",
-        "scheduler",
+        *APP_SERVICES,
         "postgres",
         "redis",
         "rabbitmq",
@@ -37,7 +38,7 @@ def test_compose_has_every_service() -> None:
     }
 
 
-@pytest.mark.parametrize("service", ["web", "worker", "scheduler"])
+@pytest.mark.parametrize("service", APP_SERVICES)
 def test_app_services_only_set_variables_the_code_reads(service: str) -> None:
     env = COMPOSE["services"][service]["environment"]
     for required in ["DATABASE_URL", "REDIS_URL", "SECRET_KEY", "AUDIT_HMAC_KEY", "ALLOWED_HOSTS"]:
@@ -52,11 +53,19 @@ def test_app_services_only_set_variables_the_code_reads(service: str) -> None:
     assert not unknown, f"{service} sets variables nothing reads: {unknown}"
 
 
-def test_worker_and_scheduler_run_the_commands_make_run_uses() -> None:
+def test_every_job_queue_has_a_worker_in_compose_and_in_make_run() -> None:
     run_script = (ROOT / "scripts" / "run.sh").read_text()
-    assert COMPOSE["services"]["worker"]["command"][1:] == ["manage.py", "rqworker", "default"]
+    for queue in settings.RECOVERY_JOB_QUEUES:
+        assert COMPOSE["services"][f"worker-{queue}"]["command"][1:] == ["manage.py", "rqworker", queue]
+        assert f"manage.py rqworker {queue}" in run_script
+        assert f"recovery-{queue}" in run_script or "recovery-$queue" in run_script, f"no Celery worker for {queue}"
     assert COMPOSE["services"]["scheduler"]["command"][1:] == ["manage.py", "scheduler"]
-    assert "manage.py rqworker default" in run_script and "manage.py scheduler" in run_script
+    assert "manage.py scheduler" in run_script
+
+
+def test_the_queues_in_settings_are_the_registry_queues_and_every_job_has_one() -> None:
+    assert tuple(settings.RECOVERY_JOB_QUEUES) == tuple(JobQueue.values)
+    assert {registered(name).queue for name in job_names()} <= set(JobQueue)
 
 
 def test_dockerfile_is_multi_stage_non_root_with_gunicorn() -> None:

@@ -22,7 +22,10 @@ from recovery.audit.canonical import (
 from recovery.audit.context import current_trace_id, request_context
 from recovery.audit.export import FORMATS, AuditFilters, ExportPlan
 from recovery.errors import InvalidInput
-from recovery.models import AuditAction, AuditCheckpoint, AuditEvent, AuditVerification, VerificationState
+from recovery.jobs.lifecycle import job_beat, job_claim, job_finish
+from recovery.jobs.queue import enqueue
+from recovery.models import AuditAction, AuditCheckpoint, AuditEvent, AuditVerification, VerificationOutcome
+from recovery.models.jobs import JOB_ACTIVE
 
 # pg_advisory_xact_lock key that serialises chain appends: held from the read of the head to the
 # commit, so concurrent writers queue and the sequence has no gap and no fork.
@@ -129,15 +132,11 @@ def audit_checkpoint_record(*, force: bool = False) -> AuditCheckpoint | None:
 
 def audit_verification_request(*, actor: Any) -> AuditVerification:
     """Create a verification row and enqueue the verifier; refuses while one is queued or running."""
-    from recovery.job_backend import enqueue
-    from recovery.jobs import audit_verify
     from recovery.permissions import Capability, ensure_can
 
     ensure_can(actor, Capability.VIEW)
     with transaction.atomic():
-        active = AuditVerification.objects.select_for_update().filter(
-            state__in=[VerificationState.QUEUED, VerificationState.RUNNING]
-        )
+        active = AuditVerification.objects.select_for_update().filter(state__in=JOB_ACTIVE)
         if active.exists():
             raise InvalidInput("a chain verification is already queued or running")
         verification = AuditVerification.objects.create(requested_by=actor, requested_at=timezone.now())
@@ -147,7 +146,7 @@ def audit_verification_request(*, actor: Any) -> AuditVerification:
             obj=verification,
             summary="requested verification of the audit chain",
         )
-        enqueue(audit_verify, verification.pk)
+        enqueue("audit_verify", verification.pk)
     return verification
 
 
@@ -156,39 +155,34 @@ def audit_verification_run(*, verification_id: int) -> AuditVerification | None:
     worker runs it; progress is written to the row as the verifier goes."""
     from recovery.audit.verification import verify_chain
 
-    claimed = AuditVerification.objects.filter(pk=verification_id, state=VerificationState.QUEUED).update(
-        state=VerificationState.RUNNING, started_at=timezone.now()
-    )
-    if not claimed:
+    if not job_claim(AuditVerification, verification_id):
         return None
 
     def progress(checked: int) -> None:
-        AuditVerification.objects.filter(pk=verification_id).update(checked=checked)
+        job_beat(AuditVerification, verification_id, processed=checked)
 
     try:
         report = verify_chain(progress=progress)
     except Exception as exc:
         with transaction.atomic():
-            AuditVerification.objects.filter(pk=verification_id).update(
-                state=VerificationState.FAILED,
-                finished_at=timezone.now(),
-                message=f"{type(exc).__name__}: {exc}",
-            )
+            job_finish(AuditVerification, verification_id, error=f"{type(exc).__name__}: {exc}")
             verification = AuditVerification.objects.get(pk=verification_id)
             audit_record(
                 actor="verifier",
                 action=AuditAction.AUDIT_VERIFIED,
                 obj=verification,
                 summary="chain verification could not finish",
-                after={"state": verification.state, "message": verification.message},
+                after={"state": verification.state, "message": verification.error},
             )
         raise
     with transaction.atomic():
-        AuditVerification.objects.filter(pk=verification_id).update(
-            state=VerificationState.PASSED if report.ok else VerificationState.BROKEN,
-            finished_at=timezone.now(),
+        job_finish(
+            AuditVerification,
+            verification_id,
+            outcome=VerificationOutcome.PASSED if report.ok else VerificationOutcome.BROKEN,
             head_seq=report.head_seq,
-            checked=report.checked,
+            processed=report.checked,
+            total=report.checked,
             checkpoints_checked=report.checkpoints_checked,
             first_broken_seq=report.first_broken_seq,
             message=report.message,

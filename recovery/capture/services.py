@@ -40,29 +40,30 @@ from recovery.capture.store import (
 )
 from recovery.errors import BrokerError, InvalidInput
 from recovery.faults import fault_point
-from recovery.models import AuditAction, CapturePass, CapturePassState, CaptureTrigger, DeadLetterQueue
+from recovery.jobs.lifecycle import job_claim, job_finish, job_note
+from recovery.jobs.queue import enqueue
+from recovery.jobs.watchdog import lost_rows, recover_lost
+from recovery.models import AuditAction, CapturePass, CaptureTrigger, DeadLetterQueue
+from recovery.models.jobs import JOB_ACTIVE
 from recovery.observability import capture as telemetry
 from recovery.observability import metrics
 from recovery.permissions import Capability, ensure_can
 
-ACTIVE = (CapturePassState.QUEUED, CapturePassState.RUNNING)
 logger = logging.getLogger(__name__)
 
 
-def _stale_before() -> Any:
-    return timezone.now() - timedelta(seconds=settings.RECOVERY_CAPTURE_STALE_AFTER)
-
-
-def _retire_stale_passes(dlq: DeadLetterQueue) -> None:
-    """A running pass whose worker stopped beating is marked failed, so capture can go on."""
-    stale = CapturePass.objects.filter(dlq=dlq, state=CapturePassState.RUNNING, heartbeat_at__lt=_stale_before())
-    stale.update(state=CapturePassState.FAILED, finished_at=timezone.now(), error="worker lost (no heartbeat)")
+def _retire_lost_passes(dlq: DeadLetterQueue) -> None:
+    """A pass of this DLQ whose job was lost (queued and never started, or running without a
+    heartbeat) is retired by the job watchdog's rules now rather than at its next tick, so
+    capture can go on."""
+    for lost in lost_rows(CapturePass, CapturePass.objects.filter(dlq=dlq)):
+        recover_lost(lost)
 
 
 def _create_pass(*, dlq: DeadLetterQueue, trigger: str, actor: Any) -> CapturePass:
     """Inside a transaction holding the DLQ's row lock: refuse while a pass is queued or running."""
-    _retire_stale_passes(dlq)
-    if CapturePass.objects.filter(dlq=dlq, state__in=ACTIVE).exists():
+    _retire_lost_passes(dlq)
+    if CapturePass.objects.filter(dlq=dlq, state__in=JOB_ACTIVE).exists():
         raise InvalidInput(f"a capture pass of {dlq.name} is already queued or running")
     user = actor if getattr(actor, "is_authenticated", False) else None
     return CapturePass.objects.create(dlq=dlq, trigger=trigger, requested_by=user)
@@ -70,8 +71,6 @@ def _create_pass(*, dlq: DeadLetterQueue, trigger: str, actor: Any) -> CapturePa
 
 def capture_pass_request(*, actor: Any, dlq: DeadLetterQueue, trigger: str = CaptureTrigger.MANUAL) -> CapturePass:
     """'Capture now': create the pass row, audit the request, and enqueue the job on commit."""
-    from recovery.job_backend import enqueue
-    from recovery.jobs import capture_dlq
 
     if trigger == CaptureTrigger.MANUAL:
         ensure_can(actor, Capability.CAPTURE)
@@ -87,15 +86,13 @@ def capture_pass_request(*, actor: Any, dlq: DeadLetterQueue, trigger: str = Cap
             summary=f"capture of {dlq.name} requested",
         )
         if trigger != CaptureTrigger.CLI:
-            enqueue(capture_dlq, capture_pass.pk)
+            enqueue("capture_dlq", capture_pass.pk)
     return capture_pass
 
 
 def capture_due_passes_enqueue() -> list[CapturePass]:
     """Scheduler tick: one pass for every enabled DLQ whose next capture is due. Claimed with a
     conditional UPDATE of ``next_capture_at``, so two schedulers never create the same pass."""
-    from recovery.job_backend import enqueue
-    from recovery.jobs import capture_dlq
 
     now = timezone.now()
     created: list[CapturePass] = []
@@ -113,7 +110,7 @@ def capture_due_passes_enqueue() -> list[CapturePass]:
                 capture_pass = _create_pass(dlq=dlq, trigger=CaptureTrigger.SCHEDULER, actor="scheduler")
             except InvalidInput:
                 continue  # the previous pass is still going: its own end schedules the next one
-            enqueue(capture_dlq, capture_pass.pk)
+            enqueue("capture_dlq", capture_pass.pk)
             created.append(capture_pass)
         if created:
             audit_record(
@@ -123,12 +120,6 @@ def capture_due_passes_enqueue() -> list[CapturePass]:
                 after={"passes": [p.pk for p in created]},
             )
     return created
-
-
-def _note(capture_pass: CapturePass, message: str) -> None:
-    entry = {"at": timezone.now().isoformat(timespec="seconds"), "message": message[:1000]}
-    capture_pass.log = [*capture_pass.log, entry][-50:]
-    CapturePass.objects.filter(pk=capture_pass.pk).update(log=capture_pass.log)
 
 
 @dataclass
@@ -151,6 +142,7 @@ def _commit_batch(capture_pass: CapturePass, prepared: PreparedBatch, removed_ro
             captured=F("captured") + stored.captured,
             duplicates=F("duplicates") + stored.duplicates,
             oversize=F("oversize") + stored.oversize,
+            processed=F("processed") + stored.received,
             heartbeat_at=timezone.now(),
         )
     return stored
@@ -217,8 +209,6 @@ def _classification_requested(dlq: DeadLetterQueue, *, throttle: bool = True) ->
     another worker, at most once a second per DLQ while a pass runs, and once when it ends. The
     capture pass itself stays as fast as the broker and PostgreSQL allow, and a classification
     problem can never fail a capture (invariant 1 comes first)."""
-    from recovery.job_backend import enqueue
-    from recovery.jobs import classify_dlq
 
     if throttle:
         try:
@@ -227,7 +217,7 @@ def _classification_requested(dlq: DeadLetterQueue, *, throttle: bool = True) ->
         except Exception:  # noqa: BLE001 - without Redis there is no job queue either; the pass goes on
             return
     try:
-        enqueue(classify_dlq, dlq.pk)
+        enqueue("classify_dlq", dlq.pk)
     except Exception:  # noqa: BLE001 - the scheduler's next pass asks again
         logger.warning("classification of %s not enqueued", dlq.name, exc_info=True)
 
@@ -295,10 +285,7 @@ def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
 def capture_pass_run(*, pass_id: int, max_messages: int | None = None) -> CapturePass | None:
     """Run a queued pass (the capture job). Claimed with a conditional UPDATE; returns None when
     another worker has it. Never raises for broker trouble: the pass records it."""
-    claimed = CapturePass.objects.filter(pk=pass_id, state=CapturePassState.QUEUED).update(
-        state=CapturePassState.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
-    )
-    if not claimed:
+    if not job_claim(CapturePass, pass_id):
         return None
     capture_pass = CapturePass.objects.select_related("dlq__broker").get(pk=pass_id)
     with telemetry.capture_pass(capture_pass):
@@ -320,10 +307,10 @@ def _run_claimed(capture_pass: CapturePass, limit: int) -> CapturePass:
             error = str(exc)
             metrics.capture_error(dlq=capture_pass.dlq.name, kind="permanent" if exc.permanent else "transient")
             if exc.permanent or attempts >= settings.RECOVERY_CAPTURE_RETRY_ATTEMPTS:
-                _note(capture_pass, f"attempt {attempts} failed, giving up: {error}")
+                job_note(capture_pass, f"attempt {attempts} failed, giving up: {error}")
                 break
             delay = settings.RECOVERY_CAPTURE_RETRY_BASE_MS * 2 ** (attempts - 1) / 1000
-            _note(capture_pass, f"attempt {attempts} failed, retrying in {delay:g} s: {error}")
+            job_note(capture_pass, f"attempt {attempts} failed, retrying in {delay:g} s: {error}")
             time.sleep(delay)
         except Exception as exc:
             # A bug or a database failure: record it on the pass (no pass is left 'running'),
@@ -349,12 +336,9 @@ def _finish(capture_pass: CapturePass, error: str) -> CapturePass:
             )
         elif locked.consecutive_failures:
             DeadLetterQueue.objects.filter(pk=dlq.pk).update(consecutive_failures=0)
-        CapturePass.objects.filter(pk=capture_pass.pk).update(
-            state=CapturePassState.FAILED if error else CapturePassState.SUCCEEDED,
-            finished_at=now,
-            heartbeat_at=now,
-            error=error,
-        )
+        # A pass the watchdog retired meanwhile (its heartbeat was late) stays failed: job_finish
+        # moves only a running row. Its counts and this event still record what it did.
+        job_finish(CapturePass, capture_pass.pk, error=error)
         capture_pass.refresh_from_db()
         telemetry.pass_finished(capture_pass, dlq)
         outcome = "failed" if error else "finished"

@@ -15,11 +15,10 @@ rule change.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from recovery.audit.services import audit_record
@@ -29,21 +28,23 @@ from recovery.classification.defaults import DEFAULT_RULES
 from recovery.classification.rule_data import NEW_RULE, apply, clean, snapshot
 from recovery.classification.selectors import rules_matcher
 from recovery.errors import InvalidInput
+from recovery.jobs.lifecycle import job_claim, job_finish
+from recovery.jobs.queue import enqueue
+from recovery.jobs.watchdog import stale_after
 from recovery.models import (
     AuditAction,
     ClassificationRule,
     DeadLetter,
     DeadLetterQueue,
+    JobState,
     TriageJob,
     TriageJobKind,
-    TriageJobState,
 )
 from recovery.observability import tracing
 from recovery.permissions import Capability, ensure_can
 
 CHUNK = 1000
 RECLASSIFY_CHUNK = 5000
-RECLASSIFY_STALE_AFTER = timedelta(minutes=5)
 # pg_advisory_xact_lock key serialising rule writes: positions and the set-of-names checks
 # (reorder, default install) see one consistent rule list.
 RULES_LOCK = 0x72756C6573  # "rules"
@@ -69,6 +70,19 @@ def letters_classify(
         result = _classify(letter_ids=letter_ids, dlq=dlq, limit=limit)
         span.set_attributes({f"recovery.classify.{name}": value for name, value in vars(result).items()})
     return result
+
+
+def dlq_classify_pending(*, dlq_id: int, rounds: int = 1000) -> int:
+    """The classify job: a DLQ's letters not classified yet, 10,000 at a time, until none is left
+    (10 million at most per job; the DLQ's next capture asks again). Returns how many it saw."""
+    dlq = DeadLetterQueue.objects.filter(pk=dlq_id).first()
+    seen = 0
+    for _ in range(rounds if dlq is not None else 0):
+        round_seen = letters_classify(dlq=dlq).seen
+        if not round_seen:
+            break
+        seen += round_seen
+    return seen
 
 
 def _classify(*, letter_ids: Iterable[int] | None, dlq: DeadLetterQueue | None, limit: int) -> ClassifyResult:
@@ -120,14 +134,11 @@ def _next_position() -> int:
 def _reclassify_job(actor: Any, why: str) -> TriageJob:
     """The queued re-classification (an existing queued one absorbs this change), enqueued again
     on commit: the claim is conditional, so a second delivery is harmless."""
-    from recovery.job_backend import enqueue
-    from recovery.jobs import reclassify
-
-    job = TriageJob.objects.filter(kind=TriageJobKind.RECLASSIFY, state=TriageJobState.QUEUED).order_by("-pk").first()
+    job = TriageJob.objects.filter(kind=TriageJobKind.RECLASSIFY, state=JobState.QUEUED).order_by("-pk").first()
     if job is None:
         user = actor if getattr(actor, "is_authenticated", False) else None
         job = TriageJob.objects.create(kind=TriageJobKind.RECLASSIFY, requested_by=user, params={"why": why[:500]})
-    enqueue(reclassify, job.pk)
+    enqueue("reclassify", job.pk)
     return job
 
 
@@ -270,7 +281,7 @@ def reclassify_request(*, actor: Any) -> TriageJob:
     ensure_can(actor, Capability.MANAGE)
     with transaction.atomic():
         _lock_rules()
-        queued = TriageJob.objects.filter(kind=TriageJobKind.RECLASSIFY, state=TriageJobState.QUEUED).first()
+        queued = TriageJob.objects.filter(kind=TriageJobKind.RECLASSIFY, state=JobState.QUEUED).first()
         if queued is not None:
             raise InvalidInput(f"a re-classification is already queued (#{queued.pk})")
         job = _reclassify_job(actor, "requested")
@@ -282,16 +293,8 @@ def reclassify_request(*, actor: Any) -> TriageJob:
 
 def _claim(job_id: int) -> bool:
     """QUEUED, FAILED (a re-run) or RUNNING with a stale heartbeat (its worker died) -> RUNNING."""
-    now = timezone.now()
-    claimable = Q(state__in=[TriageJobState.QUEUED, TriageJobState.FAILED]) | Q(
-        state=TriageJobState.RUNNING, heartbeat_at__lt=now - RECLASSIFY_STALE_AFTER
-    )
-    claimed = TriageJob.objects.filter(claimable, pk=job_id, kind=TriageJobKind.RECLASSIFY).update(
-        state=TriageJobState.RUNNING, heartbeat_at=now, error=""
-    )
-    if claimed:
-        TriageJob.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=now)
-    return bool(claimed)
+    reclassify_jobs = TriageJob.objects.filter(kind=TriageJobKind.RECLASSIFY)
+    return job_claim(reclassify_jobs, job_id, stale_after=stale_after(), rerun_failed=True)
 
 
 def _progress(job: TriageJob, *, seen: int, changed: int, **params: Any) -> None:
@@ -335,16 +338,9 @@ def _reapply(job: TriageJob) -> int | None:
 
 
 def _finish(job: TriageJob, *, error: str = "", superseded_by: int | None = None) -> TriageJob:
-    now = timezone.now()
     with transaction.atomic():
         params = {**job.params, "superseded_by": superseded_by} if superseded_by else job.params
-        TriageJob.objects.filter(pk=job.pk).update(
-            state=TriageJobState.FAILED if error else TriageJobState.SUCCEEDED,
-            finished_at=now,
-            heartbeat_at=now,
-            error=error,
-            params=params,
-        )
+        job_finish(TriageJob, job.pk, error=error, params=params)
         job.refresh_from_db()
         if error:
             summary = f"re-classification #{job.pk} could not finish: {error}"
@@ -376,10 +372,10 @@ def reclassify_run(*, job_id: int) -> TriageJob | None:
 
 
 def _reclassify(job: TriageJob) -> TriageJob:
-    stale = timezone.now() - RECLASSIFY_STALE_AFTER
+    stale = timezone.now() - stale_after()
     TriageJob.objects.filter(
-        kind=TriageJobKind.RECLASSIFY, state=TriageJobState.RUNNING, pk__lt=job.pk, heartbeat_at__lt=stale
-    ).update(state=TriageJobState.FAILED, finished_at=timezone.now(), error=f"worker lost; superseded by #{job.pk}")
+        kind=TriageJobKind.RECLASSIFY, state=JobState.RUNNING, pk__lt=job.pk, heartbeat_at__lt=stale
+    ).update(state=JobState.FAILED, finished_at=timezone.now(), error=f"worker lost; superseded by #{job.pk}")
     try:
         if job.total is None:
             job.total = DeadLetter.objects.filter(classified_by__in=["", "rule", "default"]).count()

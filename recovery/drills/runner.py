@@ -34,6 +34,7 @@ from recovery.drills.errors import StepFailed
 from recovery.drills.outcome import drill_run_close
 from recovery.drills.verify import Accounting, account, expectations
 from recovery.errors import BrokerError, RecoveryError
+from recovery.jobs.queue import enqueue
 from recovery.models import (
     DRILL_RUN_ACTIVE,
     RUN_ACTIVE,
@@ -188,15 +189,13 @@ class DrillRunJob:
 
     def hand_over(self) -> None:
         """Release the lease and enqueue the continuation in one transaction."""
-        from recovery.job_backend import enqueue
-        from recovery.jobs import drill_run
 
         with transaction.atomic():
             # lease_until = now: free to claim, and when the watchdog tells a lost hand-over
             DrillRun.objects.filter(pk=self.run.pk, lease_owner=self.owner).update(
                 lease_owner="", lease_until=timezone.now(), observations=self.run.observations
             )
-            enqueue(drill_run, self.run.pk)
+            enqueue("drill_run", self.run.pk)
 
     def second_phase(self) -> None:
         """Consume while the replay runs (a slice per job), then verify, clean up and conclude."""

@@ -23,6 +23,7 @@ from recovery.drills import validation
 from recovery.drills.errors import DrillBusy, DrillFourEyes, DrillInvalid, DrillNotApproved
 from recovery.drills.selectors import drill_active_run, drill_approval_problem, drill_approve_refusal
 from recovery.errors import InvalidInput, NotPermitted
+from recovery.jobs.queue import enqueue
 from recovery.models import (
     DRILL_RUN_ACTIVE,
     ApprovalDecision,
@@ -159,8 +160,6 @@ def _new_run(drill: Drill, *, trigger: str, slot: datetime | None = None, user: 
 def drill_run_now(*, actor: Any, drill: Drill) -> DrillRun:
     """'Run now': a manual run, created before its job is enqueued. Refused when the drill is
     not approved (DrillNotApproved says why) or a run of it is active (DrillBusy)."""
-    from recovery.job_backend import enqueue
-    from recovery.jobs import drill_run
 
     ensure_can(actor, Capability.RUN)
     with transaction.atomic():
@@ -174,7 +173,7 @@ def drill_run_now(*, actor: Any, drill: Drill) -> DrillRun:
         run = _new_run(drill, trigger=DrillTrigger.MANUAL, user=None if isinstance(actor, str) else actor)
         run.approval = approval
         run.save(update_fields=["approval"])
-        enqueue(drill_run, run.pk)
+        enqueue("drill_run", run.pk)
         audit_record(actor=actor, action=AuditAction.DRILL_RUN_REQUESTED, obj=run,
                      summary=f"run {run.pk} of drill {drill.name!r} requested", after={"drill": drill.pk})  # fmt: skip
     return run
@@ -211,8 +210,6 @@ def drill_schedule_due(*, now: datetime | None = None) -> list[DrillRun]:
     """Scheduler tick: one run for every enabled drill whose slot is due; an unapproved drill or
     one whose previous run is still active gets a skipped run saying why. Queued runs are
     enqueued on commit; one audit event lists what was scheduled."""
-    from recovery.job_backend import enqueue
-    from recovery.jobs import drill_run
 
     now = now or timezone.now()
     created: list[DrillRun] = []
@@ -224,7 +221,7 @@ def drill_schedule_due(*, now: datetime | None = None) -> list[DrillRun]:
                 continue
             created.append(run)
             if run.state == DrillRunState.QUEUED:
-                enqueue(drill_run, run.pk)
+                enqueue("drill_run", run.pk)
         if created:
             audit_record(
                 actor="scheduler", action=AuditAction.DRILL_RUNS_SCHEDULED,

@@ -17,6 +17,7 @@ from recovery.drills.outcome import drill_run_close
 from recovery.drills.runner import LEASE_SECONDS, LOST_AFTER_SECONDS
 from recovery.drills.services import drill_schedule_due
 from recovery.errors import RecoveryError
+from recovery.jobs.queue import enqueue
 from recovery.models import DRILL_RUN_ACTIVE, RUN_ACTIVE, DrillRun, DrillRunState, DrillStep
 
 
@@ -34,15 +35,13 @@ def _abort_replay(run: DrillRun, reason: str) -> None:
 
 
 def _re_enqueue(run: DrillRun) -> bool:
-    from recovery.job_backend import enqueue
-    from recovery.jobs import drill_run
 
     with transaction.atomic():
         claimed = DrillRun.objects.filter(pk=run.pk, state=run.state, lease_until=run.lease_until).update(
             lease_until=timezone.now()
         )
         if claimed:
-            enqueue(drill_run, run.pk)
+            enqueue("drill_run", run.pk)
     return bool(claimed)
 
 

@@ -16,9 +16,14 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from rq import Queue as RqQueue
+from rq import Worker as RqWorker
 
+from console.celery import app as celery_app
 from recovery.brokers.registry import broker_session
 from recovery.errors import RecoveryError
+from recovery.jobs.queue import celery_queue
+from recovery.jobs.registry import JobQueue
 from recovery.models import Broker, WorkerHeartbeat
 
 
@@ -77,37 +82,43 @@ def _probe_redis() -> ProbeResult:
     return f"Redis {info.get('redis_version', '?')}", latency_ms
 
 
-def _probe_rq_queues() -> str:
-    from rq import Queue, Worker
+def _probe_rq_queue(name: str) -> Callable[[], str]:
+    """One job queue under RQ: what waits on it, what failed, and who listens. Red without a
+    worker: its kind of work would wait forever (each queue has workers of its own)."""
 
-    client = _redis_client()
-    try:
-        parts = []
-        workers = 0
-        for name in settings.RECOVERY_JOB_QUEUES:
-            queue = Queue(name, connection=client)
-            count = Worker.count(queue=queue)
-            workers += count
-            parts.append(f"{name}: {queue.count} queued, {queue.failed_job_registry.count} failed, {count} worker(s)")
-    finally:
-        client.close()
-    if not workers:
-        raise RecoveryError("no RQ worker is listening; " + "; ".join(parts))
-    return "; ".join(parts)
+    def probe() -> str:
+        client = _redis_client()
+        try:
+            queue = RqQueue(name, connection=client)
+            workers = RqWorker.count(queue=queue)
+            detail = f"{queue.count} queued, {queue.failed_job_registry.count} failed, {workers} worker(s)"
+        finally:
+            client.close()
+        if not workers:
+            raise RecoveryError(f"no RQ worker is listening on {name}; {detail}")
+        return detail
+
+    return probe
 
 
-def _probe_celery_queues() -> str:
-    from console.celery import app
+def _probe_celery_queue(name: str) -> Callable[[], str]:
+    """One job queue under Celery: tasks waiting in its Redis list, and the workers consuming it."""
 
-    replies = app.control.inspect(timeout=min(1.0, settings.RECOVERY_HEALTH_TIMEOUT)).ping() or {}
-    client = _redis_client()
-    try:
-        queued = client.llen(settings.CELERY_TASK_DEFAULT_QUEUE)
-    finally:
-        client.close()
-    if not replies:
-        raise RecoveryError(f"no Celery worker answered a ping; {queued} task(s) queued")
-    return f"{len(replies)} worker(s); {queued} task(s) queued"
+    listed = celery_queue(name)
+
+    def probe() -> str:
+        replies = celery_app.control.inspect(timeout=min(1.0, settings.RECOVERY_HEALTH_TIMEOUT)).active_queues() or {}
+        workers = [worker for worker, queues in replies.items() if any(q.get("name") == listed for q in queues)]
+        client = _redis_client()
+        try:
+            queued = client.llen(listed)
+        finally:
+            client.close()
+        if not workers:
+            raise RecoveryError(f"no Celery worker consumes {listed}; {queued} task(s) queued")
+        return f"{queued} task(s) queued, {len(workers)} worker(s)"
+
+    return probe
 
 
 def _probe_heartbeat() -> str:
@@ -141,10 +152,10 @@ def health_report() -> list[HealthCheck]:
     if database.ok:
         local.append(_timed("Jobs", "Scheduler and worker heartbeat", _probe_heartbeat))
         brokers = list(Broker.objects.filter(enabled=True))
-    queue_probe = _probe_celery_queues if settings.RECOVERY_JOB_BACKEND == "celery" else _probe_rq_queues
+    queue_probe = _probe_celery_queue if settings.RECOVERY_JOB_BACKEND == "celery" else _probe_rq_queue
     probes = [
         ("Core", "Redis", _probe_redis),
-        ("Jobs", f"Job queues ({settings.RECOVERY_JOB_BACKEND})", queue_probe),
+        *[("Jobs", f"Queue {name} ({settings.RECOVERY_JOB_BACKEND})", queue_probe(name)) for name in JobQueue.values],
         *[("Brokers", f"{b.name} ({b.get_kind_display()})", _probe_broker(b)) for b in brokers],
     ]
     with ThreadPoolExecutor(max_workers=min(8, len(probes))) as pool:

@@ -5,7 +5,7 @@ from recovery.models.audit import (
     AuditCheckpoint,
     AuditEvent,
     AuditVerification,
-    VerificationState,
+    VerificationOutcome,
 )
 from recovery.models.brokers import Broker, BrokerKind
 from recovery.models.classification import (
@@ -20,7 +20,6 @@ from recovery.models.classification import (
     TriageActionKind,
     TriageJob,
     TriageJobKind,
-    TriageJobState,
 )
 from recovery.models.drills import (
     DRILL_RUN_ACTIVE,
@@ -32,10 +31,10 @@ from recovery.models.drills import (
     DrillTrigger,
 )
 from recovery.models.health import WorkerHeartbeat
+from recovery.models.jobs import JOB_ACTIVE, JOB_DONE, BackgroundJob, JobState, LostJobPolicy
 from recovery.models.letters import (
     CaptureMode,
     CapturePass,
-    CapturePassState,
     CaptureTrigger,
     DeadLetter,
     DeadLetterQueue,
@@ -59,6 +58,11 @@ from recovery.models.plans import (
 )
 
 __all__ = [
+    "JOB_ACTIVE",
+    "JOB_DONE",
+    "BackgroundJob",
+    "JobState",
+    "LostJobPolicy",
     "LEASED_ROWS",
     "ApprovalDecision",
     "AttemptState",
@@ -70,7 +74,6 @@ __all__ = [
     "BrokerKind",
     "CaptureMode",
     "CapturePass",
-    "CapturePassState",
     "CaptureTrigger",
     "Category",
     "ClassificationRule",
@@ -104,7 +107,6 @@ __all__ = [
     "TriageActionKind",
     "TriageJob",
     "TriageJobKind",
-    "TriageJobState",
-    "VerificationState",
+    "VerificationOutcome",
     "WorkerHeartbeat",
 ]

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from recovery.models.jobs import BackgroundJob, LostJobPolicy
+
 
 class AuditAction(models.TextChoices):
     LOGIN = "auth.login", "Signed in"
@@ -116,31 +118,39 @@ class AuditCheckpoint(models.Model):
         return f"checkpoint at #{self.seq}"
 
 
-class VerificationState(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
+class VerificationOutcome(models.TextChoices):
     PASSED = "passed", "Chain intact"
     BROKEN = "broken", "Chain broken"
-    FAILED = "failed", "Could not finish"
 
 
-class AuditVerification(models.Model):
+class AuditVerification(BackgroundJob):
     """One run of the chain verifier started from the console; the row is the job's state
-    (created before the job is enqueued, updated by the worker)."""
+    (created before the job is enqueued, updated by the worker). The job's state says whether the
+    verifier finished; ``outcome`` says what it found. Verifying again from the start is
+    harmless, so the watchdog retries a lost one."""
+
+    job_name = "audit_verify"
+    lost_policy = LostJobPolicy.RETRY
 
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT)
     requested_at = models.DateTimeField()
-    state = models.CharField(max_length=16, choices=VerificationState.choices, default=VerificationState.QUEUED)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=VerificationOutcome.choices, blank=True)
     head_seq = models.BigIntegerField(null=True, blank=True)
-    checked = models.BigIntegerField(default=0)
     checkpoints_checked = models.IntegerField(default=0)
     first_broken_seq = models.BigIntegerField(null=True, blank=True)
     message = models.TextField(blank=True)
 
-    class Meta:
+    class Meta(BackgroundJob.Meta):
         ordering = ["-requested_at"]
 
     def __str__(self) -> str:
-        return f"verification {self.pk} ({self.state})"
+        return f"verification {self.pk} ({self.status})"
+
+    @property
+    def status(self) -> str:
+        """What the console shows: the outcome once the verifier finished, else the job's state."""
+        return self.outcome or self.state
+
+    @property
+    def status_display(self) -> str:
+        return self.get_outcome_display() if self.outcome else self.get_state_display()

@@ -7,6 +7,8 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
+from recovery.models.jobs import BackgroundJob, LostJobPolicy
+
 
 class Category(models.TextChoices):
     TRANSIENT = "transient", "Transient"
@@ -103,41 +105,27 @@ class TriageJobKind(models.TextChoices):
     BULK = "bulk", "Bulk action on a filter result"
 
 
-class TriageJobState(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-
-
-class TriageJob(models.Model):
+class TriageJob(BackgroundJob):
     """A long triage job (re-classification, a bulk action over a large filter result): the row
-    is created before the job is enqueued and carries its progress for the console."""
+    is created before the job is enqueued and carries its progress for the console. Both kinds
+    continue from their checkpoint when delivered again, so the watchdog retries a lost one."""
+
+    lost_policy = LostJobPolicy.RETRY
 
     kind = models.CharField(max_length=16, choices=TriageJobKind.choices)
     params = models.JSONField(default=dict, blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
-    state = models.CharField(max_length=16, choices=TriageJobState.choices, default=TriageJobState.QUEUED)
-    total = models.PositiveBigIntegerField(null=True, blank=True)
-    processed = models.PositiveBigIntegerField(default=0)
     changed = models.PositiveBigIntegerField(default=0)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(BackgroundJob.Meta):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} ({self.state})"
 
     @property
-    def percent(self) -> int | None:
-        if not self.total:
-            return 100 if self.state == TriageJobState.SUCCEEDED else None
-        return min(100, int(self.processed * 100 / self.total))
+    def job_name(self) -> str:  # type: ignore[override]
+        return "reclassify" if self.kind == TriageJobKind.RECLASSIFY else "triage_bulk"
 
 
 class TriageActionKind(models.TextChoices):

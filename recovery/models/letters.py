@@ -3,10 +3,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
+from django.utils import timezone
 
 from recovery.brokers.base import DlqAddress
 from recovery.models.brokers import Broker, BrokerKind
 from recovery.models.classification import Category, ClassificationSource, Disposition
+from recovery.models.jobs import BackgroundJob, LostJobPolicy
 
 
 class CaptureMode(models.TextChoices):
@@ -179,43 +181,44 @@ class DeadLetter(models.Model):
         return f"{self.dlq}:{self.identity}"
 
 
-class CapturePassState(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-
-
 class CaptureTrigger(models.TextChoices):
     SCHEDULER = "scheduler", "Scheduler"
     MANUAL = "manual", "Capture now"
     CLI = "cli", "Command line"
 
 
-class CapturePass(models.Model):
+class CapturePass(BackgroundJob):
     """One capture run over a DLQ; the row is the job's state (created before the job is
-    enqueued) and its record: counts, retries with backoff, and the error if it failed."""
+    enqueued) and its record: counts, retries with backoff, and the error if it failed. A pass
+    whose job was lost is retired by the job watchdog and its DLQ made due again, so a lost job
+    never blocks capture while the messages age out on the broker."""
+
+    job_name = "capture_dlq"
+    lost_policy = LostJobPolicy.RETIRE
 
     dlq = models.ForeignKey(DeadLetterQueue, on_delete=models.PROTECT, related_name="passes")
     trigger = models.CharField(max_length=16, choices=CaptureTrigger.choices)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
-    state = models.CharField(max_length=16, choices=CapturePassState.choices, default=CapturePassState.QUEUED)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     received = models.PositiveIntegerField(default=0)
     captured = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
     oversize = models.PositiveIntegerField(default=0)
     removed = models.PositiveIntegerField(default=0)
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    log = models.JSONField(default=list, blank=True, help_text="retries and notable events, oldest first")
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="broker attempts within this pass (retries with backoff)"
+    )
 
-    class Meta:
+    class Meta(BackgroundJob.Meta):
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["dlq", "state"], name="capture_pass_dlq_state_idx")]
+        indexes = [
+            *BackgroundJob.Meta.indexes,
+            models.Index(fields=["dlq", "state"], name="capture_pass_dlq_state_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"capture pass {self.pk} of {self.dlq} ({self.state})"
+
+    def job_retired(self) -> None:
+        """Its job was lost and the watchdog retired it: the DLQ is due at once, so the next
+        scheduler tick captures it with a fresh pass."""
+        DeadLetterQueue.objects.filter(pk=self.dlq_id).update(next_capture_at=timezone.now())

@@ -43,6 +43,7 @@ from recovery.audit.services import audit_record
 from recovery.brokers.registry import adapter_for
 from recovery.errors import RecoveryError
 from recovery.faults import fault_point
+from recovery.jobs.queue import enqueue
 from recovery.models import (
     LEASED_ROWS,
     AttemptState,
@@ -69,6 +70,9 @@ log = logging.getLogger(__name__)
 SLICE = 0.2  # seconds between control checks while waiting
 WORKER_SECONDS = 600  # a worker job re-enqueues itself after this long (jobs stay short)
 HEARTBEAT_TTL = 15
+ENQUEUE_GRACE = 4 * HEARTBEAT_TTL  # seconds an enqueued worker has to report its first heartbeat
+# Delete a worker's heartbeat key only while it is still this worker's (not its successor's grace).
+_RELEASE_HEARTBEAT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 RUN_STAGE_PRECONDITIONS = {"time_window", "http_health", "target_depth_below"}
 
 
@@ -83,27 +87,37 @@ def _heartbeat_key(run_id: int, worker: int) -> str:
 
 def enqueue_workers(run: ReplayRun) -> None:
     """Enqueue the plan's number of workers (on commit of the caller's transaction)."""
-    from recovery.job_backend import enqueue
-    from recovery.jobs import replay_worker
-
     for worker in range(run.plan.workers):
-        enqueue(replay_worker, run.pk, worker)
+        enqueue_worker(run.pk, worker)
+
+
+def enqueue_worker(run_id: int, worker: int) -> None:
+    """Enqueue one worker job on commit, and give it ENQUEUE_GRACE seconds to report before the
+    watchdog takes it as lost: its heartbeat key reads "enqueued" until the worker's first beat.
+    (Without it the watchdog re-enqueued a worker in the second its run started.)"""
+    transaction.on_commit(lambda: _mark_enqueued(run_id, worker))  # before the send: a fast beat wins
+    enqueue("replay_worker", run_id, worker)
+
+
+def _mark_enqueued(run_id: int, worker: int) -> None:
+    try:
+        _redis().set(_heartbeat_key(run_id, worker), "enqueued", ex=ENQUEUE_GRACE)
+    except redis.RedisError:
+        log.warning("replay worker %s/%s enqueued without its grace marker (Redis unreachable)", run_id, worker)
 
 
 def watchdog() -> list[tuple[int, int]]:
     """Re-enqueue the workers of running runs whose heartbeat expired (a SIGKILLed worker, a
-    lost job). Claimed with SET NX so two schedulers enqueue one replacement."""
-    from recovery.job_backend import enqueue
-    from recovery.jobs import replay_worker
-
+    lost job). A worker enqueued less than ENQUEUE_GRACE seconds ago has not been lost: its key
+    is still there. Claimed with SET NX so two schedulers enqueue one replacement."""
     client = _redis()
     restarted = []
     for run in ReplayRun.objects.filter(state__in=(RunState.RUNNING, RunState.VERIFYING)).select_related("plan"):
         for worker in range(run.plan.workers if run.state == RunState.RUNNING else 1):
-            if client.set(_heartbeat_key(run.pk, worker), "watchdog", nx=True, ex=HEARTBEAT_TTL):
+            if client.set(_heartbeat_key(run.pk, worker), "watchdog", nx=True, ex=ENQUEUE_GRACE):
                 with transaction.atomic():
                     RunEvent.objects.create(run=run, kind="worker-restarted", message=f"worker {worker} re-enqueued")
-                    enqueue(replay_worker, run.pk, worker)
+                    enqueue("replay_worker", run.pk, worker)
                 restarted.append((run.pk, worker))
     return restarted
 
@@ -215,13 +229,11 @@ class Worker:
 
     def _continue_later(self) -> str:
         """Jobs stay short: after WORKER_SECONDS the worker enqueues its successor and returns."""
-        from recovery.job_backend import enqueue
-        from recovery.jobs import replay_worker
 
         self._release_ahead()
         self.ledger.flush()
         with transaction.atomic():
-            enqueue(replay_worker, self.run_id, self.number)
+            enqueue_worker(self.run_id, self.number)
         return "continued"
 
     def _close_adapters(self) -> None:
@@ -232,7 +244,10 @@ class Worker:
                 except Exception:  # noqa: BLE001 - closing must not hide the loop's outcome
                     log.exception("closing an adapter failed")
         finally:
-            self.redis.delete(_heartbeat_key(self.run_id, self.number))
+            try:
+                self.redis.eval(_RELEASE_HEARTBEAT, 1, _heartbeat_key(self.run_id, self.number), self.owner)
+            except redis.RedisError:
+                log.warning("heartbeat not released (Redis unreachable); it expires by itself")
 
     def _event(self, run: ReplayRun, kind: str, message: str, **data: Any) -> None:
         RunEvent.objects.create(run=run, kind=kind, message=message[:1000], data=data)

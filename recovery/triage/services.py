@@ -21,6 +21,9 @@ from django.utils import timezone
 
 from recovery.audit.services import audit_record
 from recovery.errors import InvalidInput
+from recovery.jobs.lifecycle import job_beat, job_claim, job_finish
+from recovery.jobs.queue import enqueue
+from recovery.jobs.watchdog import stale_after
 from recovery.models import (
     AuditAction,
     Category,
@@ -35,7 +38,6 @@ from recovery.models import (
     TriageActionKind,
     TriageJob,
     TriageJobKind,
-    TriageJobState,
 )
 from recovery.observability import metrics
 from recovery.permissions import Capability, ensure_can
@@ -72,8 +74,6 @@ def letters_triage(
 ) -> TriageAction:
     """Apply one triage action to a selection: in this request for picked letters, else as a
     background job. Returns the action (its ``job`` carries the progress when there is one)."""
-    from recovery.job_backend import enqueue
-    from recovery.jobs import triage_bulk
 
     ensure_can(actor, Capability.CLASSIFY)
     value, reason = _validate_action(kind, value, reason)
@@ -95,7 +95,7 @@ def letters_triage(
                 requested_by=action.actor,
             )
             action.save(update_fields=["job"])
-            enqueue(triage_bulk, action.job.pk)
+            enqueue("triage_bulk", action.job.pk)
         else:
             ids = list(selection.apply().order_by("id").values_list("id", flat=True))
             action.letter_count = _apply_chunk(action, ids)
@@ -149,10 +149,7 @@ def triage_bulk_run(*, job_id: int) -> TriageJob | None:
     """The background half of a bulk action: chunk after chunk in id order, each chunk with its
     progress in one transaction. Safe to run again after a crash: it resumes after the last id
     it committed. Returns None when another worker holds the job."""
-    claimed = TriageJob.objects.filter(pk=job_id, state__in=[TriageJobState.QUEUED, TriageJobState.RUNNING]).update(
-        state=TriageJobState.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
-    )
-    if not claimed:
+    if not job_claim(TriageJob.objects.filter(kind=TriageJobKind.BULK), job_id, stale_after=stale_after()):
         return None
     job = TriageJob.objects.get(pk=job_id)
     action = TriageAction.objects.get(pk=job.params["action"])
@@ -172,17 +169,13 @@ def triage_bulk_run(*, job_id: int) -> TriageJob | None:
                 job.processed += len(ids)
                 job.changed += changed
                 job.params = {**job.params, "after_id": after_id}
-                TriageJob.objects.filter(pk=job.pk).update(
-                    processed=job.processed, changed=job.changed, params=job.params, heartbeat_at=timezone.now()
-                )
+                job_beat(TriageJob, job.pk, processed=job.processed, changed=job.changed, params=job.params)
     except Exception as exc:
         with transaction.atomic():
-            TriageJob.objects.filter(pk=job.pk).update(
-                state=TriageJobState.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
-            )
+            job_finish(TriageJob, job.pk, error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
     with transaction.atomic():
-        TriageJob.objects.filter(pk=job.pk).update(state=TriageJobState.SUCCEEDED, finished_at=timezone.now())
+        job_finish(TriageJob, job.pk)
         TriageAction.objects.filter(pk=action.pk).update(letter_count=job.processed)
         audit_record(
             actor="triage",

@@ -402,7 +402,7 @@ def main() -> list[str]:
             ctx["warm"].close()
             import django_rq
 
-            django_rq.get_queue("default").empty()  # the runs' jobs: the bench's workers ran them
+            django_rq.get_queue("replay").empty()  # the runs' jobs: the bench's workers ran them
     return lines
 
 

@@ -17,7 +17,7 @@ from recovery.brokers.base import OutgoingMessage
 from recovery.brokers.registry import adapter_for
 from recovery.capture.services import capture_pass_request, capture_pass_run
 from recovery.capture.store import dead_letters_upsert
-from recovery.models import AuditEvent, CapturePass, CapturePassState, CaptureTrigger, DeadLetter, DeadLetterState
+from recovery.models import AuditEvent, CapturePass, CaptureTrigger, DeadLetter, DeadLetterState, JobState
 from tests.brokers.harness import HARNESSES
 from tests.helpers import wait_until
 
@@ -125,7 +125,7 @@ def test_a_capture_pass_drains_the_dlq_and_normalises_the_failure(harness) -> No
     dlq = harness.make_dlq(header_mapping={"error_class": "x-exception-class"}, capture_batch_size=4)
     harness.fill(dlq, _messages(harness, 10))
     done = _capture(dlq)
-    assert done.state == CapturePassState.SUCCEEDED, done.error
+    assert done.state == JobState.SUCCEEDED, done.error
     assert (done.received, done.captured, done.duplicates, done.removed) == (10, 10, 0, 10)
     letters = DeadLetter.objects.filter(dlq=dlq)
     assert letters.count() == 10
@@ -136,7 +136,7 @@ def test_a_capture_pass_drains_the_dlq_and_normalises_the_failure(harness) -> No
     finally:
         adapter.close()
     again = _capture(dlq)
-    assert again.state == CapturePassState.SUCCEEDED and again.received == 0
+    assert again.state == JobState.SUCCEEDED and again.received == 0
     summary = AuditEvent.objects.filter(object_type="recovery.capturepass", object_id=str(done.pk))
     assert summary.filter(summary__contains="10 captured").exists()
 
@@ -158,19 +158,19 @@ def test_capture_before_remove_survives_sigkill_between_commit_and_remove(harnes
     )
     assert crashed.returncode == -9, crashed.stderr.decode()[-2000:]
     assert DeadLetter.objects.filter(dlq=dlq).count() == 5  # the first batch's rows are committed
-    CapturePass.objects.filter(dlq=dlq, state=CapturePassState.RUNNING).update(heartbeat_at="2000-01-01T00:00Z")
+    CapturePass.objects.filter(dlq=dlq, state=JobState.RUNNING).update(heartbeat_at="2000-01-01T00:00Z")
     if harness.kind == "sqs":
         time.sleep(2.5)  # the crashed pass's messages become visible after the visibility timeout
 
     done = _capture(dlq)
-    assert done.state == CapturePassState.SUCCEEDED, done.error
+    assert done.state == JobState.SUCCEEDED, done.error
     letters = DeadLetter.objects.filter(dlq=dlq)
     assert letters.count() == 12, "every message captured once"
     assert sorted(int(h["x-seq"] if not isinstance(h["x-seq"], dict) else h["x-seq"]["StringValue"])
                   for h in letters.values_list("headers", flat=True)) == list(range(12))  # fmt: skip
     assert letters.filter(times_seen=2).count() == 5, "the crashed batch was redelivered and recognised"
     assert not letters.filter(removed_at__isnull=True).exists(), "every row marked removed from the broker"
-    assert CapturePass.objects.get(dlq=dlq, trigger=CaptureTrigger.CLI, state=CapturePassState.FAILED).error
+    assert CapturePass.objects.get(dlq=dlq, trigger=CaptureTrigger.CLI, state=JobState.FAILED).error
     adapter = adapter_for(harness.broker, timeout=10)
     try:
         assert wait_until(lambda: adapter.depth(dlq.as_address()) == 0, timeout=15)
@@ -184,7 +184,7 @@ def test_an_oversize_message_is_recorded_and_never_lost(harness, settings) -> No
     big = ("x" * 4096).encode()
     harness.fill(dlq, [*_messages(harness, 2), (big, {"x-seq": "99"})])
     done = _capture(dlq)
-    assert done.state == CapturePassState.SUCCEEDED, done.error
+    assert done.state == JobState.SUCCEEDED, done.error
     oversize = DeadLetter.objects.get(dlq=dlq, state=DeadLetterState.OVERSIZE)
     assert oversize.body_size == 4096 and bytes(oversize.body) == b""
     assert DeadLetter.objects.filter(dlq=dlq, state=DeadLetterState.CAPTURED).count() == 2
@@ -205,7 +205,7 @@ def test_a_broker_that_is_down_fails_the_pass_with_backoff_and_no_crash(harness,
     ]
     broker.save()
     failed = _capture(dlq)
-    assert failed.state == CapturePassState.FAILED
+    assert failed.state == JobState.FAILED
     assert failed.attempts == 3
     assert "127.0.0.1" in failed.error or "connect" in failed.error.lower()
     assert [e["message"][:20] for e in failed.log][:2] == ["attempt 1 failed, re", "attempt 2 failed, re"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import django_rq
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -13,6 +12,7 @@ from recovery.audit.export import verify_export_file
 from recovery.permissions import Role
 from tests.browser.helpers import sign_in
 from tests.conftest import PASSWORD
+from tests.helpers import run_queued_jobs
 from tests.recovery.audit.helpers import record_events
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -43,6 +43,6 @@ def test_filter_export_and_verify(page: Page, live_server, make_user, tmp_path, 
     expect(page.locator("[data-state]")).to_have_attribute("data-state", re.compile("queued|running"))
     # An RQ worker runs the queued job (here, in the test's main thread: RQ installs signal
     # handlers); the page keeps polling the status box over HTMX, with no reload.
-    django_rq.get_worker("default", worker_class="rq.SimpleWorker").work(burst=True)
+    run_queued_jobs("bulk")
     expect(page.locator("[data-state]")).to_have_attribute("data-state", "passed", timeout=15_000)
     expect(page.get_by_text("Chain intact")).to_be_visible()

@@ -198,7 +198,7 @@ def test_author_approver_and_operator_replay_a_rabbitmq_dlq(live_server, make_us
     for control in ("run-pause", "run-resume", "run-abort"):
         expect(page.get_by_test_id(control)).to_have_count(0)
     jobs.stop()
-    workers = [job for job in jobs.performed if job.startswith("recovery.jobs.replay_worker")]
+    workers = [job for job in jobs.performed if job.startswith("replay_worker")]
     assert len(workers) == 2, jobs.performed  # the worker started with the run, and one on resume
 
     # -- what the target received: every letter of the plan, once -----------------------------

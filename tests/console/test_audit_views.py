@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import re
 
-import django_rq
 import pytest
 from django.test import Client
 from django.urls import reverse
 
 from recovery.audit.export import verify_export_file
-from recovery.models import AuditAction, AuditEvent, AuditVerification, VerificationState
+from recovery.models import AuditAction, AuditEvent, AuditVerification, JobState, VerificationOutcome
 from recovery.permissions import Role
+from tests.helpers import run_queued_jobs
 from tests.recovery.audit.helpers import record_events, sql, triggers_disabled
 
 
@@ -88,14 +88,15 @@ def test_verify_chain_runs_in_a_worker_and_shows_the_result(client_for, test_red
     client = client_for(Role.VIEWER)
     client.post(reverse("audit-verify"))
     verification = AuditVerification.objects.get()
-    assert verification.state == VerificationState.QUEUED
+    assert verification.state == JobState.QUEUED
     assert "every 2s" in client.get(reverse("audit-verification")).content.decode()
     again = client.post(reverse("audit-verify"), follow=True).content.decode()
     assert "already queued or running" in again
     events_before_run = AuditEvent.objects.count()
-    django_rq.get_worker("default", worker_class="rq.SimpleWorker").work(burst=True)
+    run_queued_jobs("bulk")
     verification.refresh_from_db()
-    assert verification.state == VerificationState.PASSED and verification.checked == events_before_run
+    assert verification.state == JobState.SUCCEEDED and verification.outcome == VerificationOutcome.PASSED
+    assert verification.processed == events_before_run
     partial = client.get(reverse("audit-verification")).content.decode()
     assert "Chain intact" in partial and "every 2s" not in partial
     assert AuditEvent.objects.filter(action=AuditAction.AUDIT_VERIFIED, actor_name="system:verifier").exists()
@@ -109,7 +110,7 @@ def test_a_broken_chain_shows_the_first_broken_event(client_for, test_redis, set
         sql("UPDATE recovery_auditevent SET summary = 'edited' WHERE seq = 3")
     client = client_for(Role.VIEWER)
     client.post(reverse("audit-verify"))
-    django_rq.get_worker("default", worker_class="rq.SimpleWorker").work(burst=True)
+    run_queued_jobs("bulk")
     partial = client.get(reverse("audit-verification")).content.decode()
     assert "Chain broken" in partial and "First broken event: #3" in partial
 

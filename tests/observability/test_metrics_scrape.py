@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,7 +39,8 @@ def _burst_worker() -> list[str]:
     env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
            "RECOVERY_JOB_BACKEND": "rq", "LOG_FORMAT": "json", "LOG_LEVEL": "info"}  # fmt: skip
     result = subprocess.run(
-        [sys.executable, "manage.py", "rqworker", "default", "--burst"], cwd=ROOT, env=env, capture_output=True,
+        [sys.executable, "manage.py", "rqworker", *settings.RECOVERY_JOB_QUEUES, "--burst"], cwd=ROOT, env=env,
+        capture_output=True,
         timeout=120,
     )  # fmt: skip
     output = (result.stdout + result.stderr).decode()
@@ -105,7 +107,7 @@ def test_a_scrape_counts_a_capture_a_run_and_the_replays_that_came_back(
     assert 600 <= value("recovery_dlq_oldest_age_seconds", dlq=dlq.name) < 3600  # failed 10 minutes ago
     assert value("recovery_jobs_total", job="replay_worker", outcome="succeeded") >= 1
     assert value("recovery_replay_runs", state="verified") >= 1
-    assert value("recovery_job_queue_length", queue="default") == 0
+    assert all(value("recovery_job_queue_length", queue=queue) == 0 for queue in settings.RECOVERY_JOB_QUEUES)
     assert value("recovery_metrics_source_up", source="database") == 1
 
     # Discarding letters counts them (no label: the delta around this process's own discard).

@@ -1,5 +1,6 @@
-"""The same job functions run under RQ (default) and Celery, through real worker processes
-against the real Redis; the scheduler process of each backend ticks the scheduler job."""
+"""The same registered jobs run under RQ (default) and Celery, through real worker processes
+against the real Redis; the scheduler process of each backend ticks the scheduler job; workers of
+either backend run registered job names only, and refuse (and log) anything else put into Redis."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
+from rq import Queue
+from rq.serializers import DefaultSerializer, JSONSerializer
 
-from recovery.job_backend import enqueue, run_job
-from recovery.jobs import scheduler_tick, worker_heartbeat
+from console.celery import app as celery_app
+from recovery.jobs.definitions import scheduler_tick
+from recovery.jobs.queue import enqueue
+from recovery.jobs.registry import UnknownJob, run_received
 from recovery.models import WorkerHeartbeat
 from tests.helpers import wait_until
 
@@ -55,14 +62,15 @@ def _beats(backend: str) -> int:
     return sum(WorkerHeartbeat.objects.filter(backend=backend).values_list("beats", flat=True))
 
 
-RQ_WORKER = [str(VENV_BIN / "python"), "manage.py", "rqworker", "default"]
+# One worker on every queue, as the tests need (make run starts one per queue).
+RQ_WORKER = [str(VENV_BIN / "python"), "manage.py", "rqworker", *django_settings.RECOVERY_JOB_QUEUES]
 CELERY_WORKER = [
     str(VENV_BIN / "celery"),
     "-A",
     "console",
     "worker",
     "-Q",
-    "recovery-default",
+    ",".join(f"recovery-{queue}" for queue in django_settings.RECOVERY_JOB_QUEUES),
     "--pool",
     "solo",
     "--loglevel",
@@ -73,7 +81,7 @@ CELERY_WORKER = [
 @pytest.mark.django_db(transaction=True)
 def test_rq_worker_runs_an_enqueued_job(settings, test_redis, tmp_path) -> None:
     settings.RECOVERY_JOB_BACKEND = "rq"
-    enqueue(worker_heartbeat, "rq")
+    enqueue("worker_heartbeat", "rq")
     result = subprocess.run([*RQ_WORKER, "--burst"], cwd=ROOT, env=_env("rq"), capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert _beats("rq") == 1
@@ -82,14 +90,14 @@ def test_rq_worker_runs_an_enqueued_job(settings, test_redis, tmp_path) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_celery_worker_runs_the_same_job(settings, test_redis, tmp_path) -> None:
     settings.RECOVERY_JOB_BACKEND = "celery"
-    enqueue(worker_heartbeat, "celery")
+    enqueue("worker_heartbeat", "celery")
     with _process(CELERY_WORKER, "celery", tmp_path / "celery.log"):
         ran = wait_until(lambda: _beats("celery") == 1, timeout=60)
     assert ran, (tmp_path / "celery.log").read_text()[-3000:]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rq_cron_scheduler_ticks_and_a_worker_beats(test_redis, tmp_path) -> None:
+def test_rq_scheduler_ticks_and_a_worker_beats(test_redis, tmp_path) -> None:
     scheduler = [str(VENV_BIN / "python"), "manage.py", "scheduler"]
     with _process(scheduler, "rq", tmp_path / "cron.log"), _process(RQ_WORKER, "rq", tmp_path / "worker.log"):
         ran = wait_until(lambda: _beats("rq") >= 2, timeout=60)
@@ -127,23 +135,74 @@ def test_a_job_is_sent_only_when_the_transaction_commits(
     settings.RECOVERY_JOB_BACKEND = "rq"
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         scheduler_tick()
-    sent = [callback.args[0] for callback in callbacks]  # functools.partial(_send, path, args, queue)
-    periodic = ("worker_heartbeat", "audit_checkpoint", "capture_schedule", "replay_watchdog", "drill_schedule")
-    assert {f"recovery.jobs.{name}" for name in periodic} <= set(sent)
-    assert test_redis.llen("rq:queue:default") == 0
+    sent = [callback.args[0] for callback in callbacks]  # functools.partial(send, name, args, queue)
+    periodic = (
+        "worker_heartbeat", "audit_checkpoint", "capture_schedule", "replay_watchdog", "job_watchdog", "drill_schedule"
+    )  # fmt: skip
+    assert set(periodic) <= set(sent)
+    assert test_redis.llen("rq:queue:periodic") == 0
     for callback in callbacks:
         callback()
-    assert test_redis.llen("rq:queue:default") == len(sent)
+    assert test_redis.llen("rq:queue:periodic") == len(sent)
 
 
-def test_only_functions_in_recovery_jobs_can_be_enqueued() -> None:
-    with pytest.raises(ValueError, match="not a job"):
-        enqueue(os.getcwd)
+def test_only_registered_jobs_can_be_enqueued() -> None:
+    for name in ("os.getcwd", "recovery.jobs.definitions.capture_dlq", "_worker_name", ""):
+        with pytest.raises(UnknownJob, match="not a registered job"):
+            enqueue(name)
 
 
 @pytest.mark.parametrize(
-    "path", ["os.system", "recovery.jobs._private", "recovery.jobs.x; import os", "subprocess.run"]
+    "name", ["os.system", "recovery.jobs.definitions._worker_name", "capture_dlq; import os", "subprocess.run", None]
 )
-def test_run_job_refuses_paths_outside_recovery_jobs(path: str) -> None:
-    with pytest.raises(ValueError, match="refusing"):
-        run_job(path, [])
+def test_a_worker_refuses_names_that_are_not_registered_jobs(name: str | None) -> None:
+    with pytest.raises(UnknownJob, match="refusing"):
+        run_received(name, [])
+
+
+def test_a_worker_refuses_arguments_that_are_not_a_list() -> None:
+    with pytest.raises(UnknownJob, match="not a list"):
+        run_received("worker_heartbeat", "rq")
+
+
+def _foreign_jobs_into_rq(client: Any, marker: Path) -> None:
+    """What an attacker with write access to Redis could put on a queue: a job naming a function
+    by path, once as JSON and once pickled (the RQ default a stock worker would unpickle)."""
+    command = f"touch {marker}"
+    for serializer in (JSONSerializer, DefaultSerializer):
+        Queue("periodic", connection=client, serializer=serializer).enqueue_call(func="os.system", args=[command])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_rq_worker_refuses_a_foreign_job_path_and_goes_on(settings, test_redis, tmp_path) -> None:
+    settings.RECOVERY_JOB_BACKEND = "rq"
+    marker = tmp_path / "pwned"
+    _foreign_jobs_into_rq(test_redis, marker)
+    enqueue("worker_heartbeat", "rq")  # a registered job behind them still runs
+    result = subprocess.run(
+        [*RQ_WORKER[:3], "periodic", "--burst"], cwd=ROOT, env=_env("rq"), capture_output=True, timeout=60
+    )
+    log = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0, log[-3000:]
+    assert not marker.exists(), "a foreign function path must never run"
+    assert "refusing job 'os.system': not a registered job" in log, log[-3000:]
+    assert Queue("periodic", connection=test_redis).failed_job_registry.count == 2
+    assert _beats("rq") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_celery_worker_refuses_a_foreign_job_and_goes_on(settings, test_redis, tmp_path) -> None:
+    settings.RECOVERY_JOB_BACKEND = "celery"
+    marker = tmp_path / "pwned"
+    command = f"touch {marker}"
+    celery_app.send_task("recovery.run_job", args=["os.system", [command]], queue="recovery-periodic")
+    celery_app.send_task("os.system", args=[command], queue="recovery-periodic")  # not a Celery task either
+    enqueue("worker_heartbeat", "celery")
+    log_file = tmp_path / "celery.log"
+    with _process(CELERY_WORKER, "celery", log_file):
+        ran = wait_until(lambda: _beats("celery") == 1, timeout=60)
+    log = log_file.read_text()
+    assert ran, log[-3000:]
+    assert not marker.exists(), "a foreign job must never run"
+    assert "refusing job 'os.system': not a registered job" in log, log[-3000:]
+    assert "Received unregistered task of type 'os.system'" in log, log[-3000:]

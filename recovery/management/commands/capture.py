@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from recovery.capture.services import capture_pass_request, capture_pass_run
 from recovery.errors import RecoveryError
-from recovery.models import CapturePassState, CaptureTrigger, DeadLetterQueue
+from recovery.models import CaptureTrigger, DeadLetterQueue, JobState
 
 
 class Command(BaseCommand):
@@ -37,6 +37,6 @@ class Command(BaseCommand):
             f"{dlq.name}: received {done.received}, captured {done.captured}, already known {done.duplicates}, "
             f"oversize {done.oversize}, removed from the broker {done.removed}, attempts {done.attempts}"
         )
-        if done.state == CapturePassState.FAILED:
+        if done.state == JobState.FAILED:
             raise CommandError(f"{line}; FAILED: {done.error}")
         self.stdout.write(self.style.SUCCESS(line))

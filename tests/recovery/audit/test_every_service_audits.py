@@ -33,6 +33,7 @@ EXEMPT = {
         "per-batch events would flood the trail. Whatever changes how letters are classified (rules, "
         "re-classification, triage) is audited"
     ),
+    "recovery.classification.services.dlq_classify_pending": "the classify job: letters_classify until none is left",
 }
 
 

@@ -10,6 +10,7 @@ import pytest
 from recovery.capture.services import capture_pass_request, capture_pass_run
 from recovery.models import CaptureTrigger, DeadLetter, FingerprintGroup
 from tests.brokers.harness import RabbitHarness
+from tests.helpers import run_queued_jobs
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -28,9 +29,9 @@ def test_a_capture_pass_gets_its_letters_classified(rabbit, settings, test_redis
     rabbit.fill(dlq, [(f'{{"n": {i}}}'.encode(), headers) for i in range(7)])
     capture_pass_run(pass_id=capture_pass_request(actor="cli:test", dlq=dlq, trigger=CaptureTrigger.CLI).pk)
     assert DeadLetter.objects.filter(dlq=dlq, classified_by="").count() == 7, "capture itself stays lean"
-    queued = [job.func_name for job in django_rq.get_queue("default").jobs]
-    assert "recovery.jobs.classify_dlq" in queued
-    django_rq.get_worker("default", worker_class="rq.SimpleWorker").work(burst=True)
+    queued = [job.func_name for job in django_rq.get_queue("capture").jobs]
+    assert "classify_dlq" in queued
+    run_queued_jobs("capture")
     letters = DeadLetter.objects.filter(dlq=dlq)
     assert not letters.filter(classified_by="").exists()
     assert set(letters.values_list("replay_id", flat=True)) == {"r" + "a" * 32}

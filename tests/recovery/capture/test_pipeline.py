@@ -14,7 +14,7 @@ from recovery.brokers.registry import ADAPTERS, adapter_for
 from recovery.capture import services
 from recovery.capture.identity import content_digest
 from recovery.capture.services import capture_pass_request, capture_pass_run
-from recovery.models import BrokerKind, CapturePass, CapturePassState, CaptureTrigger, DeadLetter
+from recovery.models import BrokerKind, CapturePass, CaptureTrigger, DeadLetter, JobState
 from tests.brokers.harness import HARNESSES
 from tests.helpers import wait_until
 
@@ -69,7 +69,7 @@ def test_a_batch_is_removed_only_once_its_rows_are_committed(harness, monkeypatc
     monkeypatch.setattr(adapter_class, "remove", remove)
     done = _capture(dlq)
 
-    assert done.state == CapturePassState.SUCCEEDED, done.error
+    assert done.state == JobState.SUCCEEDED, done.error
     assert (done.captured, done.removed) == (14, 14)
     assert sum(removed) == 14 and len(removed) >= 4  # batches of at most 4
     assert not DeadLetter.objects.filter(dlq=dlq, removed_at__isnull=True).exists()
@@ -94,7 +94,7 @@ def test_a_commit_that_fails_on_the_writer_thread_removes_nothing_of_its_batch(h
 
     assert writes[1] != threading.current_thread().name, "the batch was written on the writer thread"
     failed = CapturePass.objects.get(dlq=dlq)
-    assert failed.state == CapturePassState.FAILED and "injected" in failed.error
+    assert failed.state == JobState.FAILED and "injected" in failed.error
     assert (failed.captured, failed.removed) == (5, 5)
     assert DeadLetter.objects.filter(dlq=dlq).count() == 5
     assert not DeadLetter.objects.filter(dlq=dlq, removed_at__isnull=True).exists()
@@ -102,7 +102,7 @@ def test_a_commit_that_fails_on_the_writer_thread_removes_nothing_of_its_batch(h
 
     monkeypatch.setattr(services, "dead_letters_write", real_write)
     again = _capture(dlq)
-    assert again.state == CapturePassState.SUCCEEDED, again.error
+    assert again.state == JobState.SUCCEEDED, again.error
     assert (again.captured, again.duplicates, again.removed) == (7, 0, 7)
     assert DeadLetter.objects.filter(dlq=dlq).count() == 12
     assert _left_on_broker(harness, dlq, 0)
@@ -114,6 +114,6 @@ def test_inside_a_callers_transaction_the_pass_writes_on_the_callers_connection(
     _fill(harness, dlq, 7)
     with transaction.atomic():
         done = _capture(dlq)
-    assert done.state == CapturePassState.SUCCEEDED, done.error
+    assert done.state == JobState.SUCCEEDED, done.error
     assert (done.captured, done.removed) == (7, 7)
     assert DeadLetter.objects.filter(dlq=dlq, removed_at__isnull=False).count() == 7

@@ -10,7 +10,9 @@ from django.utils import timezone
 
 from recovery.classification import services
 from recovery.classification.services import letters_classify, reclassify_run, rule_create, rule_update
-from recovery.models import AuditAction, AuditEvent, DeadLetter, TriageJob, TriageJobState
+from recovery.jobs.watchdog import stale_after
+from recovery.models import AuditAction, AuditEvent, DeadLetter, JobState, TriageJob
+from tests.helpers import run_queued_jobs
 
 RULE = {
     "name": "timeouts",
@@ -47,7 +49,7 @@ def test_a_new_rule_reclassifies_what_rules_and_defaults_classified(letters) -> 
 
     done = reclassify_run(job_id=job.pk)
 
-    assert done.state == TriageJobState.SUCCEEDED and done.percent == 100
+    assert done.state == JobState.SUCCEEDED and done.percent == 100
     assert (done.total, done.processed, done.changed) == (3, 3, 2)  # timeout, other, first; 2 change
     assert _state(letters["timeout"]) == ("transient", "replay", "rule")
     assert DeadLetter.objects.get(pk=letters["timeout"].pk).rule_id == rule.pk
@@ -58,7 +60,7 @@ def test_a_new_rule_reclassifies_what_rules_and_defaults_classified(letters) -> 
     assert "3 letters checked, 2 changed" in event.summary and event.actor_name == "system:classifier"
 
     rule_update(actor="test", rule=rule, data={"enabled": False})
-    reclassify_run(job_id=TriageJob.objects.filter(state=TriageJobState.QUEUED).get().pk)
+    reclassify_run(job_id=TriageJob.objects.filter(state=JobState.QUEUED).get().pk)
     assert _state(letters["timeout"]) == ("unknown", "hold", "default")
 
 
@@ -74,7 +76,7 @@ def test_it_also_classifies_letters_still_waiting(make_letter) -> None:
 def test_a_job_is_claimed_once(letters) -> None:
     rule_create(actor="test", data=RULE)
     job = TriageJob.objects.get()
-    TriageJob.objects.filter(pk=job.pk).update(state=TriageJobState.RUNNING, heartbeat_at=timezone.now())
+    TriageJob.objects.filter(pk=job.pk).update(state=JobState.RUNNING, heartbeat_at=timezone.now())
     assert reclassify_run(job_id=job.pk) is None  # another worker holds it and is alive
     assert reclassify_run(job_id=123456) is None
 
@@ -87,9 +89,9 @@ def test_a_crashed_job_rerun_continues_from_its_checkpoint(letters, monkeypatch)
     first_id = DeadLetter.objects.filter(classified_by__in=["rule", "default"]).order_by("pk").first().pk
     # what a worker killed after its first chunk leaves: running, a stale heartbeat, a checkpoint
     TriageJob.objects.filter(pk=job.pk).update(
-        state=TriageJobState.RUNNING,
-        started_at=timezone.now() - services.RECLASSIFY_STALE_AFTER * 2,
-        heartbeat_at=timezone.now() - services.RECLASSIFY_STALE_AFTER * 2,
+        state=JobState.RUNNING,
+        started_at=timezone.now() - stale_after() * 2,
+        heartbeat_at=timezone.now() - stale_after() * 2,
         total=3,
         processed=1,
         params={"after_id": first_id},
@@ -97,7 +99,7 @@ def test_a_crashed_job_rerun_continues_from_its_checkpoint(letters, monkeypatch)
 
     done = reclassify_run(job_id=job.pk)
 
-    assert done.state == TriageJobState.SUCCEEDED and done.processed == 3
+    assert done.state == JobState.SUCCEEDED and done.processed == 3
     assert _state(letters["timeout"]) == ("unknown", "hold", "default")  # before the checkpoint: not redone
     assert _state(letters["first"]) == ("transient", "replay", "rule")
 
@@ -114,9 +116,9 @@ def test_a_failing_job_records_why_and_can_be_rerun(letters, monkeypatch) -> Non
     with pytest.raises(RuntimeError):
         reclassify_run(job_id=job.pk)
     job.refresh_from_db()
-    assert job.state == TriageJobState.FAILED and "database went away" in job.error
+    assert job.state == JobState.FAILED and "database went away" in job.error
     monkeypatch.undo()
-    assert reclassify_run(job_id=job.pk).state == TriageJobState.SUCCEEDED
+    assert reclassify_run(job_id=job.pk).state == JobState.SUCCEEDED
 
 
 @pytest.mark.django_db
@@ -132,14 +134,13 @@ def test_a_newer_job_supersedes_a_running_one(letters, monkeypatch) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_rule_change_runs_the_job_through_the_queue(make_letter, test_redis) -> None:
     import django_rq
-    from rq import SimpleWorker
 
     letter = make_letter(error_class="SocketTimeoutException")
     letters_classify()
     with transaction.atomic():
         rule_create(actor="test", data=RULE)  # enqueued on commit
-    queue = django_rq.get_queue("default")
+    queue = django_rq.get_queue("bulk")
     assert queue.count == 1
-    SimpleWorker([queue], connection=queue.connection).work(burst=True)
-    assert TriageJob.objects.get().state == TriageJobState.SUCCEEDED
+    run_queued_jobs("bulk")
+    assert TriageJob.objects.get().state == JobState.SUCCEEDED
     assert _state(letter) == ("transient", "replay", "rule")

@@ -15,7 +15,7 @@ from recovery.classification.services import (
     rules_reorder,
 )
 from recovery.errors import InvalidInput, NotPermitted
-from recovery.models import AuditAction, AuditEvent, ClassificationRule, TriageJob, TriageJobState
+from recovery.models import AuditAction, AuditEvent, ClassificationRule, JobState, TriageJob
 from recovery.permissions import Role
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +46,7 @@ def test_an_admin_adds_a_rule_audited_with_a_reclassification_queued_on_commit(
     (event,) = _events(AuditAction.RULE_CREATED)
     job = TriageJob.objects.get()
     assert event.actor_name == admin.username and event.after["reclassify_job"] == job.pk
-    assert job.state == TriageJobState.QUEUED and job.requested_by == admin
+    assert job.state == JobState.QUEUED and job.requested_by == admin
     assert len(callbacks) == 1  # the enqueue, after commit
 
 
@@ -98,11 +98,11 @@ def test_names_are_unique(admin) -> None:
 
 def test_an_update_audits_before_and_after_and_only_outcome_changes_reclassify(admin) -> None:
     rule = rule_create(actor=admin, data=TIMEOUTS)
-    TriageJob.objects.update(state=TriageJobState.SUCCEEDED)
+    TriageJob.objects.update(state=JobState.SUCCEEDED)
     rule_update(actor=admin, rule=rule, data={"description": "read and connect timeouts"})
-    assert TriageJob.objects.filter(state=TriageJobState.QUEUED).count() == 0
+    assert TriageJob.objects.filter(state=JobState.QUEUED).count() == 0
     rule_update(actor=admin, rule=rule, data={"disposition": "hold"})
-    assert TriageJob.objects.filter(state=TriageJobState.QUEUED).count() == 1
+    assert TriageJob.objects.filter(state=JobState.QUEUED).count() == 1
     first, second = _events(AuditAction.RULE_UPDATED)
     assert first.before["description"] == "" and first.after["description"] == "read and connect timeouts"
     assert second.before["disposition"] == "replay" and second.after["disposition"] == "hold"

@@ -13,8 +13,8 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from recovery import jobs
 from recovery.drills.services import drill_approve, drill_run_now, drill_schedule_due
+from recovery.jobs import definitions as jobs
 from recovery.models import AuditEvent, Broker, BrokerKind, DrillRun, DrillRunState, DrillTrigger, WorkerHeartbeat
 from tests.helpers import wait_until
 from tests.recovery.test_job_backends import RQ_WORKER, VENV_BIN, _process
@@ -70,8 +70,8 @@ def test_the_scheduler_tick_enqueues_the_drill_schedule(
     settings.RECOVERY_JOB_BACKEND = "rq"
     with django_capture_on_commit_callbacks(execute=True):
         jobs.scheduler_tick()
-    names = [job.func_name for job in django_rq.get_queue("default").get_jobs()]
-    assert "recovery.jobs.drill_schedule" in names
+    names = [job.func_name for job in django_rq.get_queue("periodic").get_jobs()]
+    assert "drill_schedule" in names
 
 
 @pytest.mark.django_db(transaction=True)
@@ -98,7 +98,7 @@ def test_concurrent_schedulers_claim_a_slot_once(make_drill: Any, people: Any, t
         thread.join(timeout=30)
     assert not errors, errors
     assert list(DrillRun.objects.filter(drill=drill).values_list("slot", flat=True)) == [slot]
-    assert len(django_rq.get_queue("default").get_jobs()) == 1, "one drill_run job for the slot"
+    assert len(django_rq.get_queue("bulk").get_jobs()) == 1, "one drill_run job for the slot"
 
 
 @pytest.mark.slow
@@ -130,7 +130,8 @@ def test_two_scheduler_processes_run_a_due_drill_once(
         )
     output = "\n".join(path.read_text()[-1500:] for path in logs)
     assert ran and more and finished, output
-    assert all("Enqueued job scheduler_tick" in path.read_text() for path in logs[:2]), "both schedulers ticked"
+    ticked = all("sent scheduler_tick to the periodic queue" in path.read_text() for path in logs[:2])
+    assert ticked, "both schedulers ticked"
     runs = list(DrillRun.objects.filter(drill=drill))
     assert [(r.slot, r.trigger) for r in runs] == [(slot, DrillTrigger.SCHEDULE)], output
     assert runs[0].state == DrillRunState.FAILED and runs[0].failed_step == "provisioned", runs[0].reason

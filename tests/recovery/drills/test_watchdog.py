@@ -31,9 +31,7 @@ def test_a_queued_run_whose_job_was_lost_is_enqueued_again_once(make_drill: Any,
     run = _run(make_drill(), created_at=old)
     assert drill_runs_recover() == [(run.pk, "enqueued again")]
     assert drill_runs_recover() == [], "claimed: the next tick leaves it to the job just enqueued"
-    assert [(j.func_name, tuple(j.args)) for j in django_rq.get_queue("default").get_jobs()] == [
-        ("recovery.jobs.drill_run", (run.pk,))
-    ]
+    assert [(j.func_name, tuple(j.args)) for j in django_rq.get_queue("bulk").get_jobs()] == [("drill_run", (run.pk,))]
 
 
 def test_a_first_phase_whose_worker_died_fails_naming_its_step(make_drill: Any, test_redis: Any) -> None:

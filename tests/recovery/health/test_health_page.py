@@ -91,10 +91,12 @@ def test_a_missing_heartbeat_says_the_scheduler_may_be_down(settings) -> None:
 
 
 @pytest.mark.django_db
-def test_job_queues_are_red_without_a_worker(test_redis, settings) -> None:
-    check = _by_name(health_report())[f"Job queues ({settings.RECOVERY_JOB_BACKEND})"]
-    assert not check.ok
-    assert "no RQ worker is listening" in check.error
+def test_every_job_queue_is_shown_and_red_without_a_worker(test_redis, settings) -> None:
+    checks = _by_name(health_report())
+    for queue in settings.RECOVERY_JOB_QUEUES:
+        check = checks[f"Queue {queue} ({settings.RECOVERY_JOB_BACKEND})"]
+        assert not check.ok
+        assert f"no RQ worker is listening on {queue}" in check.error
 
 
 @pytest.mark.django_db

@@ -1,10 +1,10 @@
 """The replay engine under both job backends, with real worker processes (issue 6: "the same plan
 executes under RQ and under Celery"). run_start enqueues its ``replay_worker`` jobs through
-recovery.job_backend once its transaction commits; a real ``rqworker`` or Celery worker process,
+recovery.jobs.queue once its transaction commits; a real ``rqworker`` or Celery worker process,
 pointed at the test database and the test Redis, takes them and runs the plan to verified; a
 reader of the RabbitMQ target queue then finds every letter once, carrying its x-replay-id.
 
-Also the watchdog (recovery.jobs.replay_watchdog) against the real Redis: a running run's worker
+Also the watchdog (the replay_watchdog job) against the real Redis: a running run's worker
 whose heartbeat is missing is re-enqueued exactly once, even by two concurrent calls (SET NX).
 """
 
@@ -24,8 +24,8 @@ import django_rq
 import pytest
 from django.db import connection, connections
 
-from recovery import jobs
 from recovery.brokers.registry import adapter_for
+from recovery.jobs import definitions as jobs
 from recovery.models import RUN_ACTIVE, PlanItem, ReplayRun, RunEvent, RunState
 from recovery.replay import engine
 from tests.brokers.harness import RabbitHarness
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[3]
 LETTERS = 12
 WORKERS = {"rq": RQ_WORKER, "celery": CELERY_WORKER}
 # Where each backend keeps the jobs it has not handed out yet (both on the test Redis).
-QUEUE_KEYS = {"rq": "rq:queue:default", "celery": "recovery-default"}
+QUEUE_KEYS = {"rq": "rq:queue:replay", "celery": "recovery-replay"}
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -138,7 +138,7 @@ def test_the_watchdog_re_enqueues_a_silent_worker_once_under_concurrent_calls(
     run = chk_run(chk_plan(workers=2), state=RunState.RUNNING)
     chk_run(chk_plan(workers=1), state=RunState.PAUSED)  # not running: nobody to restart
     test_redis.set(engine._heartbeat_key(run.pk, 1), "alive", ex=engine.HEARTBEAT_TTL)  # worker 1 beats
-    queue = django_rq.get_queue("default")
+    queue = django_rq.get_queue("replay")
     both_ready = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -158,10 +158,49 @@ def test_the_watchdog_re_enqueues_a_silent_worker_once_under_concurrent_calls(
         thread.join(timeout=30)
     assert not errors, errors
 
-    assert [(job.func_name, tuple(job.args)) for job in queue.get_jobs()] == [
-        ("recovery.jobs.replay_worker", (run.pk, 0))
-    ]
+    assert [(job.func_name, tuple(job.args)) for job in queue.get_jobs()] == [("replay_worker", (run.pk, 0))]
     assert RunEvent.objects.filter(run=run, kind="worker-restarted").count() == 1
     assert test_redis.get(engine._heartbeat_key(run.pk, 0)) == b"watchdog"  # claimed until a worker beats
     jobs.replay_watchdog()  # a later tick within the heartbeat TTL: the replacement is on its way
     assert queue.count == 1
+
+
+def test_the_watchdog_gives_a_just_enqueued_worker_time_to_report(
+    settings: Any, rabbit: RabbitHarness, make_user: Any, test_redis: Any
+) -> None:
+    settings.RECOVERY_JOB_BACKEND = "rq"
+    dlq, _letters = captured_letters(rabbit, 4)
+    plan, _author = approved_plan(rabbit, dlq, rabbit.target(), make_user, workers=2)
+    run = start(plan, make_user)  # both worker jobs enqueued on commit; no worker has taken them yet
+    queue = django_rq.get_queue("replay")
+    assert queue.count == 2
+
+    assert jobs.replay_watchdog() is None and queue.count == 2, "a worker enqueued just now is not lost"
+    assert not RunEvent.objects.filter(run=run, kind="worker-restarted").exists()
+    assert test_redis.ttl(engine._heartbeat_key(run.pk, 0)) > engine.HEARTBEAT_TTL
+
+    for worker in (0, 1):  # the grace ran out with no heartbeat: the jobs were lost
+        test_redis.delete(engine._heartbeat_key(run.pk, worker))
+    jobs.replay_watchdog()
+    assert queue.count == 4
+    assert RunEvent.objects.filter(run=run, kind="worker-restarted").count() == 2
+
+
+def test_a_worker_that_continues_later_leaves_its_successor_time_to_report(
+    settings: Any, rabbit: RabbitHarness, make_user: Any, test_redis: Any, monkeypatch: Any
+) -> None:
+    settings.RECOVERY_JOB_BACKEND = "rq"
+    dlq, _letters = captured_letters(rabbit, 40)
+    plan, _author = approved_plan(rabbit, dlq, rabbit.target(), make_user, workers=1, rate_per_second=20,
+                                  batch_size=1)  # fmt: skip
+    run = start(plan, make_user)
+    queue = django_rq.get_queue("replay")
+    queue.empty()  # this test runs worker 0 itself
+    monkeypatch.setattr(engine, "WORKER_SECONDS", 0)  # its job ends after its first batch
+
+    assert engine.Worker(run.pk, 0).run() == "continued"
+
+    assert [(job.func_name, tuple(job.args)) for job in queue.get_jobs()] == [("replay_worker", (run.pk, 0))]
+    assert test_redis.get(engine._heartbeat_key(run.pk, 0)) == b"enqueued", "the successor's grace, not deleted"
+    jobs.replay_watchdog()
+    assert queue.count == 1 and not RunEvent.objects.filter(run=run, kind="worker-restarted").exists()

@@ -14,9 +14,9 @@ from recovery.models import (
     DeadLetterState,
     Disposition,
     FingerprintGroup,
+    JobState,
     TriageActionItem,
     TriageJob,
-    TriageJobState,
 )
 from recovery.permissions import Role
 from recovery.triage.filters import LetterFilter
@@ -86,7 +86,7 @@ def test_a_whole_filter_result_runs_as_a_job_that_resumes_after_a_crash(make_use
         value="replay",
     )  # fmt: skip
     job = action.job
-    assert job.state == TriageJobState.QUEUED
+    assert job.state == JobState.QUEUED
     late = make_letter(category=Category.TRANSIENT)  # captured after the request: must not join
 
     calls = {"n": 0}
@@ -102,12 +102,12 @@ def test_a_whole_filter_result_runs_as_a_job_that_resumes_after_a_crash(make_use
     with pytest.raises(RuntimeError):
         triage_bulk_run(job_id=job.pk)
     job.refresh_from_db()
-    assert job.state == TriageJobState.FAILED and job.processed == 3
+    assert job.state == JobState.FAILED and job.processed == 3
     # An operator (or the job system) runs it again: it continues after the last committed chunk.
-    TriageJob.objects.filter(pk=job.pk).update(state=TriageJobState.QUEUED)
+    TriageJob.objects.filter(pk=job.pk).update(state=JobState.QUEUED)
     monkeypatch.setattr(services, "_apply_chunk", original)
     done = triage_bulk_run(job_id=job.pk)
-    assert done.state == TriageJobState.SUCCEEDED and done.processed == 7 and done.total == 7 and done.percent == 100
+    assert done.state == JobState.SUCCEEDED and done.processed == 7 and done.total == 7 and done.percent == 100
     replay = set(DeadLetter.objects.filter(disposition=Disposition.REPLAY).values_list("id", flat=True))
     assert replay == {letter.pk for letter in matching}
     late.refresh_from_db()
