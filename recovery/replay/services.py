@@ -38,6 +38,7 @@ from recovery.models import (
 from recovery.observability.replay import replay_run_started
 from recovery.permissions import Capability, ensure_can
 from recovery.replay import freeze
+from recovery.replay.engine import enqueue_workers
 from recovery.replay.limits import validate_rate_plan
 from recovery.replay.selectors import failing_preconditions, hashable, plan_content_hash, valid_approvals
 
@@ -315,19 +316,13 @@ def run_start(*, actor: Any, plan: ReplayPlan) -> ReplayRun:
             after={"plan": plan.pk, "plan_hash": plan.content_hash,
                    "approvers": [a.approver.username for a in approvals]},
         )  # fmt: skip
-        _enqueue_workers(run)
+        enqueue_workers(run)
         transaction.on_commit(lambda: replay_run_started(run))  # the root span of the run's trace
     return run
 
 
 def _name(actor: Any) -> str:
     return actor if isinstance(actor, str) else actor.get_username()
-
-
-def _enqueue_workers(run: ReplayRun) -> None:
-    from recovery.replay.engine import enqueue_workers
-
-    enqueue_workers(run)
 
 
 def _control(actor: Any, run: ReplayRun, *, allowed: tuple[str, ...], state: str, control: str, action: AuditAction,
@@ -350,7 +345,7 @@ def _control(actor: Any, run: ReplayRun, *, allowed: tuple[str, ...], state: str
         if control == "run":
             run.stop_reason = ""
             run.save(update_fields=["stop_reason"])
-            _enqueue_workers(run)
+            enqueue_workers(run)
     return run
 
 
