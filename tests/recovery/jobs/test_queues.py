@@ -3,16 +3,11 @@ scheduled capture passes (it used to start 20 s late behind them on the one shar
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.db.models import Min
 from rq import Queue, Worker
 
@@ -21,7 +16,7 @@ from recovery.models import CapturePass, DeadLetterQueue, LedgerEntry, ReplayRun
 from tests.brokers.harness import RabbitHarness
 from tests.helpers import wait_until
 from tests.recovery.replay.helpers import approved_plan, captured_letters, start
-from tests.recovery.test_job_backends import ROOT, VENV_BIN
+from tests.recovery.test_job_backends import VENV_BIN, _process
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -33,27 +28,10 @@ def rabbit() -> Iterator[RabbitHarness]:
     made.cleanup()
 
 
-@contextmanager
-def _rq_worker(queue: str, log: Path) -> Iterator[subprocess.Popen]:
+def _rq_worker(queue: str, log: Path) -> Any:
     """A real `manage.py rqworker QUEUE` process on the test database and Redis, as `make run`
     starts one per queue."""
-    db = connection.settings_dict
-    env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-           "RECOVERY_JOB_BACKEND": "rq"}  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "python"), "manage.py", "rqworker", queue], cwd=ROOT, env=env, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        try:
-            yield proc
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    return _process([str(VENV_BIN / "python"), "manage.py", "rqworker", queue], "rq", log)
 
 
 def test_a_replay_run_starts_within_a_second_while_100_capture_passes_are_queued(
