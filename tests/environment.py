@@ -63,5 +63,16 @@ os.environ.setdefault("RECOVERY_JOB_BACKEND", "rq")
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+def pytest_configure() -> None:
+    """Django is set up by now (pytest-django does it while loading the initial conftests)."""
+    from django.conf import settings
+
+    # Django's advice for test suites: a fast password hasher. The default PBKDF2 costs about
+    # 0.25 s of CPU per hash, paid for every user the tests create with a password and every
+    # sign-in; no test is about the hash itself. Worker processes the tests start keep the
+    # default, and only ever see users made here when they sign nobody in.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def pytest_unconfigure() -> None:
     shutil.rmtree(METRICS_DIR, ignore_errors=True)

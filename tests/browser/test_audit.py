@@ -15,7 +15,8 @@ from tests.conftest import PASSWORD
 from tests.helpers import run_queued_jobs
 from tests.recovery.audit.helpers import record_events
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+# xdist_group: one pytest worker runs them all, with one Chromium
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"), pytest.mark.django_db(transaction=True)]
 
 
 def test_filter_export_and_verify(page: Page, live_server, make_user, tmp_path, settings, test_redis) -> None:

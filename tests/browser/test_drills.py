@@ -29,7 +29,13 @@ from tests.browser.helpers import post
 from tests.helpers import JobRunner
 from tests.namespace import unique
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# xdist_group: one pytest worker runs them all, with one Chromium
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
 
 STEPS = [step.value for step in DrillStep]
 

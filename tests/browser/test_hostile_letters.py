@@ -18,7 +18,8 @@ from recovery.permissions import Role
 from tests.browser.helpers import sign_in
 from tests.conftest import PASSWORD
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+# xdist_group: one pytest worker runs them all, with one Chromium
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"), pytest.mark.django_db(transaction=True)]
 
 PAYLOADS = [
     "<script>window.__pwned=1</script>",

@@ -13,7 +13,8 @@ from playwright.sync_api import Page, expect
 from recovery.permissions import Role
 from tests.browser.helpers import sign_in
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+# xdist_group: one pytest worker runs them all, with one Chromium
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"), pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

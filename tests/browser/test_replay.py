@@ -36,7 +36,13 @@ from tests.browser.helpers import post
 from tests.helpers import JobRunner, wait_until
 from tests.recovery.replay.helpers import captured_letters
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# xdist_group: one pytest worker runs them all, with one Chromium
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
 
 LETTERS = 50  # one page of the letters list: every one can be picked
 HELD = 2  # of them on hold: the dry run excludes them

@@ -24,7 +24,8 @@ from recovery.permissions import Role
 from tests.browser.helpers import sign_in
 from tests.conftest import PASSWORD
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+# xdist_group: one pytest worker runs them all, with one Chromium
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"), pytest.mark.django_db(transaction=True)]
 
 EMAIL = "alice.customer@example.com"
 CARD = "4111 1111 1111 1111"

@@ -35,7 +35,8 @@ from tests.namespace import unique
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+# xdist_group: one pytest worker runs the module, so each module fixture seeds its broker once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("failing-consumers")]
 
 
 def _prefix() -> str:
