@@ -21,7 +21,7 @@ from recovery.drills import services, validation
 from recovery.drills.screens import ROW_HEIGHT, drill_approve_blocker, drill_rows, drill_run_steps, drill_trend_charts
 from recovery.drills.selectors import drill_active_run, drill_approval_problem, drill_history, drill_trend
 from recovery.errors import RecoveryError
-from recovery.models import DRILL_RUN_ACTIVE, Drill, DrillRun
+from recovery.models import Drill, DrillRun
 from recovery.permissions import Capability, capability_required, user_can
 
 
@@ -120,7 +120,7 @@ def drill_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     elapsed = ((run.finished_at or timezone.now()) - run.started_at).total_seconds() if run.started_at else None
     context = {
         "run": run, "drill": run.drill, "steps": steps, "chart_height": len(steps) * ROW_HEIGHT,
-        "active": run.state in DRILL_RUN_ACTIVE, "elapsed": elapsed,
+        "active": run.active, "elapsed": elapsed,
     }  # fmt: skip
     template = "console/partials/drill_run_live.html" if request.htmx else "console/drill_run.html"
     return render(request, template, context)

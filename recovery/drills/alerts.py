@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from recovery.models import DrillRun
+from recovery.models import DrillOutcome, DrillRun
 
 log = logging.getLogger("recovery.drills")
 
@@ -26,13 +26,14 @@ def alert_payload(run: DrillRun) -> dict[str, Any]:
     """The webhook's JSON body (also a fair summary for any other alert channel)."""
     drill = run.drill
     return {
-        "event": "drill.run_failed" if run.state != "skipped" else "drill.run_skipped",
+        "event": "drill.run_skipped" if run.outcome == DrillOutcome.SKIPPED else "drill.run_failed",
         "drill": drill.name,
         "broker": drill.broker.name,
         "run": run.pk,
-        "state": run.state,
+        "state": run.status,  # its outcome: failed or skipped
         "failed_step": run.failed_step,
         "reason": run.reason[:2000],
+        "error": run.error[:2000],  # the job's own trouble, when that is what failed it
         "lost": run.lost,
         "duplicates": run.duplicates,
         "time_to_recover_seconds": run.time_to_recover_seconds,
@@ -66,7 +67,7 @@ def drill_run_alert(run_id: int) -> str:
     run = DrillRun.objects.select_related("drill__broker").get(pk=run_id)
     log.error(
         "drill %s run %s %s%s: %s",
-        run.drill.name, run.pk, run.state, f" at step {run.failed_step}" if run.failed_step else "", run.reason[:500],
+        run.drill.name, run.pk, run.status, f" at step {run.failed_step}" if run.failed_step else "", run.reason[:500],
     )  # fmt: skip
     error = ""
     url = webhook_url(run)

@@ -1,30 +1,30 @@
 """Runs a drill run: the ``drill_run`` job, delivered again after its replay has started.
 
-The run row is the job's state. A job claims it with a lease (conditional UPDATE on
-``lease_until``, row count checked) so two deliveries never work on it at once. The first job
-does the steps up to the start of the replay (recovery.drills.steps), then hands the worker back:
-the replay's own workers run in the job workers like any replay, and a continuation job of the
-drill run consumes the replayed copies while it waits, a slice at a time, so that even a single
-worker process serves both. Once the replay ends it verifies, cleans up and ends the run
-(recovery.drills.outcome). A run past its timeout fails at the step it was in, aborting its
-replay. ``drill_tick`` (the scheduler's job) schedules due drills and recovers runs whose job
-was lost.
+The run row is the job's row in the one lifecycle (recovery.models.jobs, recovery.jobs.lifecycle).
+A job claims it (``job_claim``: queued -> running, a conditional UPDATE) so two deliveries never
+work on it at once, and keeps its heartbeat while it works; the claim's ``deliveries`` count is
+its fencing token, so a job whose run was claimed again (the job watchdog re-enqueued it) or
+ended meanwhile stops at its next heartbeat without recording anything. The first job does the
+steps up to the start of the replay (recovery.drills.steps), then hands the worker back (running
+-> queued, the continuation enqueued in the same transaction): the replay's own workers run in
+the job workers like any replay, and a continuation job of the drill run claims it again and
+consumes the replayed copies while it waits, a slice at a time, so that even a single worker
+process serves both. ``replay_run`` tells the phases apart. Once the replay ends it verifies,
+cleans up and ends the run (recovery.drills.outcome). A run past its timeout fails at the step it
+was in, aborting its replay. Runs whose job was lost are the job watchdog's
+(recovery.jobs.watchdog, with DrillRun's ``lost_policy`` and ``job_retired``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from recovery.brokers.registry import adapter_for
@@ -34,14 +34,16 @@ from recovery.drills.errors import StepFailed
 from recovery.drills.outcome import drill_run_close
 from recovery.drills.verify import Accounting, account, expectations
 from recovery.errors import BrokerError, RecoveryError
+from recovery.jobs.lifecycle import job_claim
 from recovery.jobs.queue import enqueue
 from recovery.models import (
-    DRILL_RUN_ACTIVE,
     RUN_ACTIVE,
     Drill,
+    DrillOutcome,
     DrillRun,
     DrillRunState,
     DrillStep,
+    JobState,
     PlanState,
     ReplayPlan,
     ReplayRun,
@@ -51,23 +53,22 @@ from recovery.observability import drills as telemetry
 
 log = logging.getLogger("recovery.drills")
 
-LEASE_SECONDS = 120
 SLICE_SECONDS = 10  # a continuation job gives its worker back after this long while the replay runs
 VERIFY_WINDOW_SECONDS = 10  # how long the consumer may take to process the replayed copies
-LOST_AFTER_SECONDS = 300  # a queued run whose job has not started by then is enqueued again
 
 
-class LeaseLost(Exception):
-    """Another job holds the run now (this one's lease expired): stop without recording anything."""
+class ClaimLost(Exception):
+    """The run is no longer this job's (claimed again by another delivery, or ended by the job
+    watchdog): stop without recording anything."""
 
 
 class DrillRunJob:
-    """One job's work on one drill run: its lease, its broker adapter and consumer, its steps."""
+    """One job's work on one drill run: its claim, its broker adapter and consumer, its steps."""
 
-    def __init__(self, run: DrillRun, owner: str) -> None:
+    def __init__(self, run: DrillRun) -> None:
         self.run = run
         self.drill: Drill = run.drill
-        self.owner = owner
+        self.delivery = run.deliveries  # the claim's fencing token (job_claim counted it)
         self.adapter: Any = None
         self.consumer: DrillConsumer | None = None
         self.behaviours = scenario.behaviours(
@@ -75,16 +76,21 @@ class DrillRunJob:
             poison=self.drill.poison_count,
         )  # fmt: skip
 
-    # -- lease, saving, time -------------------------------------------------------------------
+    # -- claim, saving, time -------------------------------------------------------------------
 
     def save(self, *fields: str) -> None:
         DrillRun.objects.filter(pk=self.run.pk).update(**{name: getattr(self.run, name) for name in fields})
 
+    def mine(self) -> Any:
+        """The run's row while this job's claim holds: running, and claimed by no one since."""
+        return DrillRun.objects.filter(pk=self.run.pk, state=JobState.RUNNING, deliveries=self.delivery)
+
     def renew(self, *, deadline: bool = True) -> None:
-        """Extend the lease; fail the run's current step once it is past its deadline."""
-        until = timezone.now() + timedelta(seconds=LEASE_SECONDS)
-        if not DrillRun.objects.filter(pk=self.run.pk, lease_owner=self.owner).update(lease_until=until):
-            raise LeaseLost
+        """The heartbeat (the job watchdog's sign of life), fenced by the claim: ClaimLost when
+        the run is no longer this job's. Fails the run's current step once it is past its deadline.
+        (lifecycle.job_beat does not say whether it matched, nor check the claim.)"""
+        if not self.mine().update(heartbeat_at=timezone.now()):
+            raise ClaimLost
         if deadline and self.run.deadline_at and timezone.now() > self.run.deadline_at:
             raise StepFailed(self.run.step or DrillStep.PROVISIONED,
                              f"timed out: the run took longer than {self.drill.timeout_seconds} s")  # fmt: skip
@@ -156,16 +162,16 @@ class DrillRunJob:
         entry = {"step": name, "started_at": started.isoformat(), "seconds": round(seconds, 3), "ok": ok,
                  "detail": {k: v for k, v in detail.items() if k != "behaviours"}}  # fmt: skip
         self.run.steps = [*self.run.steps, entry]
-        self.save("steps")
+        self.run.processed = len({e.get("step") for e in self.run.steps if isinstance(e, dict)})
+        self.save("steps", "processed")
 
     # -- the two phases ------------------------------------------------------------------------
 
     def first_phase(self) -> None:
         """Steps up to the replay's start, then hand over to a continuation job."""
-        now = timezone.now()
-        self.run.state, self.run.started_at = DrillRunState.RUNNING, now
-        self.run.deadline_at = now + timedelta(seconds=self.drill.timeout_seconds)
-        self.save("state", "started_at", "deadline_at")
+        self.run.deadline_at = timezone.now() + timedelta(seconds=self.drill.timeout_seconds)
+        self.run.total, self.run.processed = len(DrillStep), 0
+        self.save("deadline_at", "total", "processed")
         with self.step(DrillStep.PROVISIONED) as detail:
             steps.provision(self, detail)
         for name, func in ((DrillStep.INJECTED, steps.inject), (DrillStep.DEAD_LETTERED, steps.consume_failures),
@@ -183,18 +189,19 @@ class DrillRunJob:
             self.record(DrillStep.REPLAYED, started, self.seconds_since("replay_started_at"), ok=False,
                         detail={"reason": reason})  # fmt: skip
             raise StepFailed(DrillStep.REPLAYED, reason) from exc
-        self.run.replay_run, self.run.state = replay_run, DrillRunState.REPLAYING
-        self.save("replay_run", "state")
+        self.run.replay_run = replay_run  # the second phase from now on
+        self.save("replay_run")
         self.hand_over()
 
     def hand_over(self) -> None:
-        """Release the lease and enqueue the continuation in one transaction."""
-
+        """Give the run back (running -> queued) and enqueue the continuation, in one transaction;
+        ``enqueued_at`` tells the job watchdog when a lost continuation is due again."""
+        now = timezone.now()
         with transaction.atomic():
-            # lease_until = now: free to claim, and when the watchdog tells a lost hand-over
-            DrillRun.objects.filter(pk=self.run.pk, lease_owner=self.owner).update(
-                lease_owner="", lease_until=timezone.now(), observations=self.run.observations
-            )
+            if not self.mine().update(
+                state=JobState.QUEUED, enqueued_at=now, heartbeat_at=now, observations=self.run.observations
+            ):
+                raise ClaimLost
             enqueue("drill_run", self.run.pk)
 
     def second_phase(self) -> None:
@@ -285,64 +292,57 @@ class DrillRunJob:
             except RecoveryError:
                 log.warning("drill run %s: its replay run %s could not be aborted", self.run.pk, replay.pk)
 
-    def conclude(self, accounting: Accounting | None, failure: StepFailed | None = None) -> None:
-        """Expectations, then the run's end: passed only when every step and expectation passed."""
+    def conclude(self, accounting: Accounting | None, failure: StepFailed | None = None, error: str = "") -> None:
+        """Expectations, then the run's end: passed only when every step and expectation passed.
+        ``error``: the job's own trouble (an unexpected exception), recorded as the job's error."""
         self.run.refresh_from_db()
         self.run.expectations = expectations(self.run, accounting)
         self.save("expectations")
         failed_steps = [s["step"] for s in self.run.steps if not s["ok"]]
         unmet = [e for e in self.run.expectations if not e["ok"]]
         if failure is None and not failed_steps and not unmet:
-            drill_run_close(self.run, state=DrillRunState.PASSED, reason=accounting.summary() if accounting else "")
+            drill_run_close(self.run, outcome=DrillOutcome.PASSED, reason=accounting.summary() if accounting else "")
             return
         step = failure.step if failure else failed_steps[0] if failed_steps else unmet[0]["step"]
         reasons = [failure.reason] if failure else []
         reasons += [s["detail"].get("reason", "") for s in self.run.steps if not s["ok"]]
         reasons += [f"{e['name']}: expected {e['expected']}, got {e['actual']}" for e in unmet]
-        drill_run_close(self.run, state=DrillRunState.FAILED, failed_step=step,
+        drill_run_close(self.run, outcome=DrillOutcome.FAILED, failed_step=step, error=error,
                         reason="; ".join(dict.fromkeys(r for r in reasons if r)))  # fmt: skip
 
 
-def _claim(run_id: int, owner: str) -> bool:
-    now = timezone.now()
-    claimable = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-    return bool(
-        DrillRun.objects.filter(claimable, pk=run_id, state__in=DRILL_RUN_ACTIVE).update(
-            lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_SECONDS)
-        )
-    )
-
-
 def drill_run_execute(*, drill_run_id: int) -> str:
-    """The ``drill_run`` job: claim the run, do what its state calls for, record the outcome.
-    Returns what happened (for logs and tests)."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    if not _claim(drill_run_id, owner):
+    """The ``drill_run`` job: claim the run (queued -> running), do what its phase calls for,
+    record the outcome. Returns what happened (its status, for logs and tests)."""
+    if not job_claim(DrillRun, drill_run_id):
         return "not claimed"
     run = DrillRun.objects.select_related("drill__broker", "drill__dlq", "drill__author").get(pk=drill_run_id)
-    job = DrillRunJob(run, owner)
+    job = DrillRunJob(run)
+    # the span's phase keeps its values: "queued" for the first phase, "replaying" for a continuation
+    phase = DrillRunState.QUEUED if run.replay_run_id is None else DrillRunState.REPLAYING
     try:
-        with telemetry.drill_run(name=run.drill.name, drill_id=run.drill_id, run=run.pk, phase=run.state):
+        with telemetry.drill_run(name=run.drill.name, drill_id=run.drill_id, run=run.pk, phase=phase):
             job.open()
-            if run.state == DrillRunState.QUEUED:
+            if run.replay_run_id is None:
                 job.first_phase()
             else:
                 job.second_phase()
-        return job.run.state
-    except LeaseLost:
-        return "lease lost"
+        return job.run.status
+    except ClaimLost:
+        return "claim lost"
     except StepFailed as failure:
         _fail(job, failure)
         return DrillRunState.FAILED
     except Exception as exc:
         log.exception("drill run %s failed unexpectedly", drill_run_id)
-        _fail(job, StepFailed(job.run.step or DrillStep.PROVISIONED, f"internal error: {type(exc).__name__}: {exc}"))
+        error = f"{type(exc).__name__}: {exc}"
+        _fail(job, StepFailed(job.run.step or DrillStep.PROVISIONED, f"internal error: {error}"), error=error)
         return DrillRunState.FAILED
     finally:
         job.close()
 
 
-def _fail(job: DrillRunJob, failure: StepFailed) -> None:
+def _fail(job: DrillRunJob, failure: StepFailed, error: str = "") -> None:
     """A step failed: abort the replay if one runs (or cancel its plan if it never started, so
     its letters are not held in a plan), clean up what can be, end the run failed."""
     job.abort_replay(failure.reason)
@@ -350,9 +350,9 @@ def _fail(job: DrillRunJob, failure: StepFailed) -> None:
     try:
         with job.step(DrillStep.CLEANED_UP) as detail:
             job.clean_up(detail)
-    except (StepFailed, LeaseLost):
+    except (StepFailed, ClaimLost):
         log.warning("drill run %s: clean-up after a failure did not finish", job.run.pk)
-    job.conclude(None, failure)
+    job.conclude(None, failure, error=error)
 
 
 def _cancel_plan(job: DrillRunJob, reason: str) -> None:

@@ -12,14 +12,14 @@ from typing import Any
 
 from django.db.models import Count, Q
 
-from recovery.drills.selectors import FINISHED, DrillTrend, drill_approve_refusal, drills_list
-from recovery.models import DRILL_RUN_ACTIVE, Drill, DrillRun, DrillRunState, DrillStep
+from recovery.drills.selectors import DrillTrend, drill_approve_refusal, drills_list
+from recovery.models import Drill, DrillOutcome, DrillRun, DrillStep
 
 ROW_HEIGHT = 12  # the step timing chart: one line per step
 ROLLING_RUNS = 5  # the pass-rate line: share of the last five finished runs that passed
 MIN_SLOTS = 10  # the trend charts: room for at least ten runs
 RATE_PAD = 4  # the pass-rate chart: 100 % and 0 % sit this far inside its edges
-COLOURS = {DrillRunState.PASSED: "#17803d", DrillRunState.FAILED: "#c0262d", DrillRunState.SKIPPED: "#8a8f99"}
+COLOURS = {DrillOutcome.PASSED: "#17803d", DrillOutcome.FAILED: "#c0262d", DrillOutcome.SKIPPED: "#8a8f99"}
 
 
 def drill_rows() -> list[Drill]:
@@ -27,8 +27,8 @@ def drill_rows() -> list[Drill]:
     ``latest_failed_label`` (the failing step in words)."""
     rows = list(
         drills_list().annotate(
-            finished_runs=Count("runs", filter=Q(runs__state__in=FINISHED), distinct=True),
-            passed_runs=Count("runs", filter=Q(runs__state=DrillRunState.PASSED), distinct=True),
+            finished_runs=Count("runs", filter=Q(runs__outcome__in=DrillOutcome.values), distinct=True),
+            passed_runs=Count("runs", filter=Q(runs__outcome=DrillOutcome.PASSED), distinct=True),
         )
     )
     labels = dict(DrillStep.choices)
@@ -72,7 +72,7 @@ def drill_run_steps(run: DrillRun, *, width: int = 600) -> list[StepRow]:
     """Every step in order with what the run recorded for it (the latest entry of a step wins:
     the replay step is recorded when the replay ends), and a bar for the timing chart."""
     recorded = {entry.get("step"): entry for entry in run.steps or [] if isinstance(entry, dict)}
-    active = run.state in DRILL_RUN_ACTIVE
+    active = run.active
     rows = []
     for step in DrillStep:
         entry = recorded.get(step.value)
@@ -125,7 +125,7 @@ def drill_trend_charts(
         h = height if point.time_to_recover is None else point.time_to_recover * height / top
         bars.append({
             "x": round(index * step + step * 0.15, 1), "w": round(step * 0.7, 1), "h": round(h, 1),
-            "y": round(height - h, 1), "colour": COLOURS.get(point.state, "#8a8f99"),
+            "y": round(height - h, 1), "colour": COLOURS.get(point.outcome, "#8a8f99"),
             "faint": point.time_to_recover is None, "point": point,
         })  # fmt: skip
         window = points[max(index + 1 - ROLLING_RUNS, 0) : index + 1]

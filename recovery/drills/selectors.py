@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Case, CharField, F, OuterRef, Q, QuerySet, Subquery, Value, When
 
 from recovery.drills.errors import DrillFourEyes
 from recovery.drills.validation import content_hash
@@ -20,13 +20,25 @@ from recovery.models import (
     AuditEvent,
     Drill,
     DrillApproval,
+    DrillOutcome,
     DrillRun,
     DrillRunState,
 )
 from recovery.permissions import Capability, user_can
 
-FINISHED = (DrillRunState.PASSED, DrillRunState.FAILED, DrillRunState.SKIPPED)
-NOT_PASSED = (DrillRunState.FAILED, DrillRunState.SKIPPED)
+NOT_PASSED = (DrillOutcome.FAILED, DrillOutcome.SKIPPED)
+FINISHED = Q(outcome__in=DrillOutcome.values)  # an ended run has its outcome: passed, failed or skipped
+
+
+def drill_run_status() -> Case:
+    """DrillRun.status in SQL: the outcome once the run ended, "replaying" during its replay
+    phase, else the job's state."""
+    return Case(
+        When(FINISHED, then=F("outcome")),
+        When(replay_run__isnull=False, state__in=DRILL_RUN_ACTIVE, then=Value(DrillRunState.REPLAYING.value)),
+        default=F("state"),
+        output_field=CharField(),
+    )
 
 
 def drill_approval_problem(drill: Drill) -> tuple[DrillApproval | None, str]:
@@ -81,12 +93,12 @@ def drill_active_run(drill: Drill) -> DrillRun | None:
 
 
 def drills_list() -> QuerySet[Drill]:
-    """Every drill with its broker and its latest run's id, state and failing step
-    (``latest_run_id``, ``latest_state``, ``latest_failed_step``) for the list page."""
+    """Every drill with its broker and its latest run's id, status (DrillRun.status) and failing
+    step (``latest_run_id``, ``latest_status``, ``latest_failed_step``) for the list page."""
     latest = DrillRun.objects.filter(drill=OuterRef("pk")).order_by("-created_at", "-id")
     return Drill.objects.select_related("broker", "author").annotate(
         latest_run_id=Subquery(latest.values("id")[:1]),
-        latest_state=Subquery(latest.values("state")[:1]),
+        latest_status=Subquery(latest.annotate(status=drill_run_status()).values("status")[:1]),
         latest_failed_step=Subquery(latest.values("failed_step")[:1]),
     )
 
@@ -100,7 +112,7 @@ def drill_history(drill: Drill, *, limit: int = 50) -> list[DrillRun]:
 class TrendPoint:
     run_id: int
     at: datetime
-    state: str
+    outcome: str  # passed, failed or skipped
     passed: bool
     time_to_capture: float | None
     time_to_recover: float | None
@@ -135,23 +147,23 @@ class DrillTrend:
 def drill_trend(drill: Drill, *, limit: int = 30) -> DrillTrend:
     """The last ``limit`` finished runs: time to capture/recover per run and the pass rate."""
     rows = list(
-        drill.runs.filter(state__in=FINISHED)
+        drill.runs.filter(FINISHED)
         .order_by("-created_at", "-id")
-        .values("id", "created_at", "finished_at", "state", "time_to_capture_seconds", "time_to_recover_seconds",
+        .values("id", "created_at", "finished_at", "outcome", "time_to_capture_seconds", "time_to_recover_seconds",
                 "failed_step")[:limit]
     )  # fmt: skip
     trend = DrillTrend()
     for row in reversed(rows):
         trend.points.append(
             TrendPoint(
-                run_id=row["id"], at=row["finished_at"] or row["created_at"], state=row["state"],
-                passed=row["state"] == DrillRunState.PASSED, time_to_capture=row["time_to_capture_seconds"],
+                run_id=row["id"], at=row["finished_at"] or row["created_at"], outcome=row["outcome"],
+                passed=row["outcome"] == DrillOutcome.PASSED, time_to_capture=row["time_to_capture_seconds"],
                 time_to_recover=row["time_to_recover_seconds"], failed_step=row["failed_step"],
             )
         )  # fmt: skip
     trend.runs = len(trend.points)
     trend.passed = sum(1 for p in trend.points if p.passed)
-    trend.skipped = sum(1 for p in trend.points if p.state == DrillRunState.SKIPPED)
+    trend.skipped = sum(1 for p in trend.points if p.outcome == DrillOutcome.SKIPPED)
     trend.failed = trend.runs - trend.passed - trend.skipped
     trend.pass_rate = trend.passed / trend.runs if trend.runs else None
     recovered = [p.time_to_recover for p in trend.points if p.passed and p.time_to_recover is not None]
@@ -163,12 +175,12 @@ def drill_trend(drill: Drill, *, limit: int = 30) -> DrillTrend:
 
 def drills_failing(*, limit: int = 10) -> list[tuple[Drill, DrillRun]]:
     """Drills whose latest finished run failed or was skipped, with that run (for the overview)."""
-    latest = DrillRun.objects.filter(drill=OuterRef("pk"), state__in=FINISHED).order_by("-created_at", "-id")
+    latest = DrillRun.objects.filter(FINISHED, drill=OuterRef("pk")).order_by("-created_at", "-id")
     drills = (
         Drill.objects.annotate(
-            latest_id=Subquery(latest.values("id")[:1]), latest_state=Subquery(latest.values("state")[:1])
+            latest_id=Subquery(latest.values("id")[:1]), latest_outcome=Subquery(latest.values("outcome")[:1])
         )
-        .filter(latest_state__in=NOT_PASSED)
+        .filter(latest_outcome__in=NOT_PASSED)
         .select_related("broker")
         .order_by("-last_run_at")[:limit]
     )  # fmt: skip

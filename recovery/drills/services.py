@@ -30,9 +30,10 @@ from recovery.models import (
     AuditAction,
     Drill,
     DrillApproval,
+    DrillOutcome,
     DrillRun,
-    DrillRunState,
     DrillTrigger,
+    JobState,
     PlanApproval,
     PlanState,
     ReplayPlan,
@@ -169,7 +170,7 @@ def drill_run_now(*, actor: Any, drill: Drill) -> DrillRun:
             raise DrillNotApproved(f"drill {drill.name!r} cannot run: {problem}")
         active = drill_active_run(drill)
         if active is not None:
-            raise DrillBusy(f"run {active.pk} of drill {drill.name!r} is still {active.get_state_display().lower()}")
+            raise DrillBusy(f"run {active.pk} of drill {drill.name!r} is still {active.status_display.lower()}")
         run = _new_run(drill, trigger=DrillTrigger.MANUAL, user=None if isinstance(actor, str) else actor)
         run.approval = approval
         run.save(update_fields=["approval"])
@@ -199,7 +200,7 @@ def _schedule_one(drill: Drill, now: datetime) -> DrillRun | None:
         from recovery.drills.outcome import drill_run_close
 
         reason = f"not run: {problem}" if approval is None else f"not run: run {active.pk} is still active"
-        drill_run_close(run, state=DrillRunState.SKIPPED, reason=reason, audit=False)
+        drill_run_close(run, outcome=DrillOutcome.SKIPPED, reason=reason, audit=False)
     else:
         run.approval = approval
         run.save(update_fields=["approval"])
@@ -220,13 +221,13 @@ def drill_schedule_due(*, now: datetime | None = None) -> list[DrillRun]:
             if run is None:
                 continue
             created.append(run)
-            if run.state == DrillRunState.QUEUED:
+            if run.state == JobState.QUEUED:
                 enqueue("drill_run", run.pk)
         if created:
             audit_record(
                 actor="scheduler", action=AuditAction.DRILL_RUNS_SCHEDULED,
-                summary=f"drill runs scheduled: {', '.join(f'{r.drill.name} ({r.state})' for r in created)}"[:500],
-                after={"runs": [{"run": r.pk, "drill": r.drill.name, "state": r.state, "reason": r.reason[:300]}
+                summary=f"drill runs scheduled: {', '.join(f'{r.drill.name} ({r.status})' for r in created)}"[:500],
+                after={"runs": [{"run": r.pk, "drill": r.drill.name, "state": r.status, "reason": r.reason[:300]}
                                 for r in created]},
             )  # fmt: skip
     return created

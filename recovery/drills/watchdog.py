@@ -1,74 +1,52 @@
-"""The scheduler's drill work (the ``drill_schedule`` job): schedule due drills, and take care of
-runs whose job was lost (a killed worker, a flushed queue). A queued run or a handed-over
-replaying run nobody picked up is enqueued again, claimed with a conditional UPDATE so two
-schedulers enqueue it once; a run whose first-phase worker died (its steps cannot be redone
-safely: messages were injected) or that is past its deadline with no job finishing it fails,
-its replay aborted."""
+"""The scheduler's drill work (the ``drill_schedule`` job) and the drill side of the job watchdog.
+
+Runs whose job was lost (a killed worker, a flushed queue) are the one job watchdog's
+(recovery.jobs.watchdog, which runs on every scheduler tick): DrillRun's ``lost_policy`` retries
+a queued run (first phase or continuation) and a replaying run whose continuation's worker died,
+each enqueued again once (a conditional UPDATE, so two watchdogs enqueue it once), and retires a
+first phase whose worker died (its steps cannot be redone safely: messages were injected) or a
+run past its deadline with no job finishing it. A retired run (or one whose retries ran out) is
+ended here, by DrillRun's ``job_retired`` hook: failed at its step, its replay aborted, with its
+audit event, counters and alert (recovery.drills.outcome)."""
 
 from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
 
-from django.db import transaction
-from django.utils import timezone
+from django.conf import settings
 
 from recovery.drills.outcome import drill_run_close
-from recovery.drills.runner import LEASE_SECONDS, LOST_AFTER_SECONDS
 from recovery.drills.services import drill_schedule_due
 from recovery.errors import RecoveryError
-from recovery.jobs.queue import enqueue
-from recovery.models import DRILL_RUN_ACTIVE, RUN_ACTIVE, DrillRun, DrillRunState, DrillStep
+from recovery.models import RUN_ACTIVE, DrillOutcome, DrillRun, DrillStep, JobState, ReplayRun
 
 
 def drill_tick() -> None:
+    """Schedule the due drills (lost runs: the job watchdog, see the module docstring)."""
     drill_schedule_due()
-    drill_runs_recover()
 
 
 def _abort_replay(run: DrillRun, reason: str) -> None:
     from recovery.replay.services import run_abort
 
-    if run.replay_run_id and run.replay_run.state in RUN_ACTIVE:
+    replay = ReplayRun.objects.filter(pk=run.replay_run_id, state__in=RUN_ACTIVE).first()
+    if replay is not None:
         with contextlib.suppress(RecoveryError):  # it ended meanwhile
-            run_abort(actor="drill", run=run.replay_run, reason=f"drill run {run.pk}: {reason}"[:500])
+            run_abort(actor="drill", run=replay, reason=f"drill run {run.pk}: {reason}"[:500])
 
 
-def _re_enqueue(run: DrillRun) -> bool:
-
-    with transaction.atomic():
-        claimed = DrillRun.objects.filter(pk=run.pk, state=run.state, lease_until=run.lease_until).update(
-            lease_until=timezone.now()
-        )
-        if claimed:
-            enqueue("drill_run", run.pk)
-    return bool(claimed)
-
-
-def drill_runs_recover() -> list[tuple[int, str]]:
-    """Returns (run id, what was done) for each run it acted on."""
-    now = timezone.now()
-    lost_before = now - timedelta(seconds=LOST_AFTER_SECONDS)
-    acted: list[tuple[int, str]] = []
-    for run in DrillRun.objects.filter(state__in=DRILL_RUN_ACTIVE).select_related("drill", "replay_run"):
-        if run.lease_owner and run.lease_until and run.lease_until > now:
-            continue  # a job holds it
-        started = run.deadline_at or run.created_at + timedelta(seconds=run.drill.timeout_seconds)
-        if now > started + timedelta(seconds=LOST_AFTER_SECONDS):
-            _abort_replay(run, "timed out")
-            if drill_run_close(run, state=DrillRunState.FAILED, failed_step=run.step or DrillStep.PROVISIONED,
-                               reason="timed out: no worker finished the run"):  # fmt: skip
-                acted.append((run.pk, "failed: timed out"))
-        elif (
-            run.state == DrillRunState.RUNNING
-            and run.lease_until
-            and run.lease_until < now - timedelta(seconds=LEASE_SECONDS)
-        ):
-            _abort_replay(run, "worker lost")
-            why = f"the drill's worker stopped during step {run.step or DrillStep.PROVISIONED}"
-            if drill_run_close(run, state=DrillRunState.FAILED, failed_step=run.step or DrillStep.PROVISIONED,
-                               reason=why):  # fmt: skip
-                acted.append((run.pk, "failed: worker lost"))
-        elif (run.lease_until or run.created_at) < lost_before and _re_enqueue(run):
-            acted.append((run.pk, "enqueued again"))
-    return acted
+def drill_run_retired(run: DrillRun) -> None:
+    """End a run the job watchdog retired (``run`` as it was before: its phase, step and state
+    say why). Called in the watchdog's transaction, after its row was marked failed with the job's
+    error; a run that ended meanwhile is left as it is."""
+    step = run.step or DrillStep.PROVISIONED
+    if run.past_deadline(grace=timedelta(seconds=settings.RECOVERY_JOB_LOST_AFTER)):
+        why, reason = "timed out", "timed out: no worker finished the run"
+    elif run.state == JobState.RUNNING and run.replay_run_id is None:
+        why, reason = "worker lost", f"the drill's worker stopped during step {step}"
+    else:
+        why = "job lost"
+        reason = f"its job was lost again after {run.retries} retries: no worker finished the run"
+    _abort_replay(run, why)
+    drill_run_close(run, outcome=DrillOutcome.FAILED, failed_step=step, reason=reason)

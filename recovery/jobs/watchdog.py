@@ -25,13 +25,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from recovery.jobs.queue import enqueue
-from recovery.models import AuditVerification, CapturePass, TriageJob
+from recovery.models import AuditVerification, CapturePass, DrillRun, TriageJob
 from recovery.models.jobs import BackgroundJob, JobState, LostJobPolicy
 
 log = logging.getLogger(__name__)
 
 # Every kind of job row the watchdog looks after.
-JOB_MODELS: tuple[type[BackgroundJob], ...] = (CapturePass, TriageJob, AuditVerification)
+JOB_MODELS: tuple[type[BackgroundJob], ...] = (CapturePass, TriageJob, AuditVerification, DrillRun)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,13 @@ standing approval), and the scheduler claims each slot once (a conditional UPDAT
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
+
+from recovery.models.jobs import JOB_ACTIVE, BackgroundJob, JobState, LostJobPolicy
 
 
 class Drill(models.Model):
@@ -104,7 +109,19 @@ class DrillTrigger(models.TextChoices):
     MANUAL = "manual", "Run now"
 
 
+class DrillOutcome(models.TextChoices):
+    """What a finished run found (blank while it is active)."""
+
+    PASSED = "passed", "Passed"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
 class DrillRunState(models.TextChoices):
+    """What the console shows of a run (``DrillRun.status``): its outcome once it ended, else
+    "replaying" while its replay is under way, else its job state. Not stored: ``state`` holds
+    the job's state (JobState) and ``outcome`` the finding."""
+
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     REPLAYING = "replaying", "Replaying"
@@ -113,7 +130,15 @@ class DrillRunState(models.TextChoices):
     SKIPPED = "skipped", "Skipped"
 
 
-DRILL_RUN_ACTIVE = (DrillRunState.QUEUED, DrillRunState.RUNNING, DrillRunState.REPLAYING)
+DRILL_RUN_ACTIVE = JOB_ACTIVE
+
+# The job state each outcome ends a run in: a drill that found recovery broken failed; a slot
+# skipped (unapproved drill, previous run still active) was cancelled before it started.
+OUTCOME_STATE = {
+    DrillOutcome.PASSED: JobState.SUCCEEDED,
+    DrillOutcome.FAILED: JobState.FAILED,
+    DrillOutcome.SKIPPED: JobState.CANCELLED,
+}
 
 
 class DrillStep(models.TextChoices):
@@ -127,11 +152,35 @@ class DrillStep(models.TextChoices):
     CLEANED_UP = "cleaned_up", "Cleaned up"
 
 
-class DrillRun(models.Model):
-    """One run of a drill. Created before its job is enqueued (the job queue only delivers it);
-    a scheduled run is unique per (drill, slot). ``steps`` records each step with its start,
-    duration and outcome; ``expectations`` each expected outcome with pass/fail; the run's own
-    job(s) hold it with a lease (``lease_until``) so two deliveries never work on it at once."""
+class DrillRun(BackgroundJob):
+    """One run of a drill: a job row of the one lifecycle (recovery.models.jobs). Created before
+    its job is enqueued (the job queue only delivers it); a scheduled run is unique per (drill,
+    slot). ``steps`` records each step with its start, duration and outcome; ``expectations``
+    each expected outcome with pass/fail.
+
+    A run has two phases. The first job claims it (queued -> running) and does the steps up to the
+    replay's start; from then on ``replay_run`` is set and the run is *replaying*: it hands its
+    worker back (running -> queued, the continuation enqueued) and a continuation job claims it
+    again, a slice at a time, until the replay ended, then verifies, cleans up and concludes.
+    ``deliveries`` is the claim's fencing token: a job whose run was claimed again since (the
+    watchdog re-enqueued it) or ended by the watchdog stops at its next heartbeat.
+
+    State and outcome: ``state`` is the job's (JobState), ``outcome`` what the drill found; an
+    ended run has both: passed -> succeeded, failed -> failed, skipped -> cancelled (a slot that
+    never ran). ``reason`` says why a run failed or was skipped (or sums up a pass), whatever
+    made it fail; ``error`` is only for the job's own trouble: an unexpected exception in the
+    runner, or the job watchdog retiring a run whose job was lost. So a drill that found
+    recovery broken is failed with an empty ``error``, and a non-empty one says the machinery,
+    not the recovery loop, failed it. ``status`` is what the console shows (DrillRunState).
+
+    Lost jobs (recovery.jobs.watchdog): a queued run whose job was lost, first phase or
+    continuation, is enqueued again, and so is a replaying run whose continuation's worker died
+    (the continuation consumes and waits: it can be redone). A first phase whose worker died
+    cannot be redone (its messages were injected) and a run past its deadline with no job on it
+    is not worth redoing: both are retired, and ``job_retired`` ends them failed at their step
+    (recovery.drills.watchdog)."""
+
+    job_name = "drill_run"
 
     drill = models.ForeignKey(Drill, on_delete=models.CASCADE, related_name="runs")
     trigger = models.CharField(max_length=16, choices=DrillTrigger.choices)
@@ -139,26 +188,24 @@ class DrillRun(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    state = models.CharField(max_length=16, choices=DrillRunState.choices, default=DrillRunState.QUEUED)
+    outcome = models.CharField(
+        max_length=16, choices=DrillOutcome.choices, blank=True, help_text="what it found; blank while active"
+    )
     step = models.CharField(max_length=16, choices=DrillStep.choices, blank=True, help_text="the step under way")
     failed_step = models.CharField(max_length=16, choices=DrillStep.choices, blank=True)
     reason = models.TextField(blank=True, help_text="why it failed or was skipped")
     drill_hash = models.CharField(max_length=64, blank=True)
     approval = models.ForeignKey(DrillApproval, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
-    lease_owner = models.CharField(max_length=100, blank=True)
-    lease_until = models.DateTimeField(null=True, blank=True)
     steps = models.JSONField(default=list, blank=True, help_text="[{step, started_at, seconds, ok, detail}]")
     expectations = models.JSONField(default=list, blank=True, help_text="[{name, expected, actual, ok}]")
     observations = models.JSONField(default=dict, blank=True, help_text="what the consumer saw, per sequence")
     letter_baseline = models.BigIntegerField(default=0, help_text="the DLQ's last letter id before the run")
     plan = models.ForeignKey("recovery.ReplayPlan", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     replay_run = models.ForeignKey(
-        "recovery.ReplayRun", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
+        "recovery.ReplayRun", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="set once the replay started: the run is in its second phase",
+    )  # fmt: skip
     injected = models.PositiveIntegerField(default=0)
     dead_lettered = models.PositiveIntegerField(default=0)
     captured = models.PositiveIntegerField(default=0)
@@ -172,17 +219,59 @@ class DrillRun(models.Model):
     alerted_at = models.DateTimeField(null=True, blank=True)
     alert_error = models.TextField(blank=True)
 
-    class Meta:
+    class Meta(BackgroundJob.Meta):
         ordering = ["-created_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["drill", "slot"], name="drill_run_once_per_slot")]
         indexes = [
+            *BackgroundJob.Meta.indexes,
             models.Index(fields=["drill", "-created_at"], name="drill_run_recent_idx"),
             models.Index(fields=["state"], name="drill_run_state_idx"),
         ]
 
     def __str__(self) -> str:
-        return f"run {self.pk} of drill {self.drill_id} ({self.state})"
+        return f"run {self.pk} of drill {self.drill_id} ({self.status})"
 
     @property
     def passed(self) -> bool:
-        return self.state == DrillRunState.PASSED
+        return self.outcome == DrillOutcome.PASSED
+
+    @property
+    def replaying(self) -> bool:
+        """The second phase: its replay started and a continuation job (queued or running) works
+        on it until it concludes."""
+        return self.replay_run_id is not None and self.state in JOB_ACTIVE
+
+    @property
+    def status(self) -> str:
+        """What the console shows (DrillRunState): the outcome once the run ended, "replaying"
+        during the replay phase, else the job's state."""
+        if self.outcome:
+            return self.outcome
+        return DrillRunState.REPLAYING if self.replaying else self.state
+
+    @property
+    def status_display(self) -> str:
+        status = self.status
+        return DrillRunState(status).label if status in DrillRunState.values else self.get_state_display()
+
+    def past_deadline(self, *, grace: timedelta) -> bool:
+        """Past its deadline (or, not started, past its timeout since it was created) by ``grace``."""
+        deadline = self.deadline_at or self.created_at + timedelta(seconds=self.drill.timeout_seconds)
+        return timezone.now() > deadline + grace
+
+    @property
+    def lost_policy(self) -> str:  # type: ignore[override]
+        """What the job watchdog does when this run's job was lost (see the class docstring): a
+        first phase that started, or a run past its deadline, is retired; anything else retried."""
+        if self.state == JobState.RUNNING and self.replay_run_id is None:
+            return LostJobPolicy.RETIRE
+        if self.past_deadline(grace=timedelta(seconds=settings.RECOVERY_JOB_LOST_AFTER)):
+            return LostJobPolicy.RETIRE
+        return LostJobPolicy.RETRY
+
+    def job_retired(self) -> None:
+        """The job watchdog retired this run (its row is failed already, in the same transaction):
+        end it failed at its step, its replay aborted, with its audit event, counters and alert."""
+        from recovery.drills.watchdog import drill_run_retired
+
+        drill_run_retired(self)

@@ -36,6 +36,9 @@ def drill_step(step: str, **attributes: Any) -> Iterator[trace.Span]:
 
 
 def drill_finished(*, name: str, ok: bool, seconds: float) -> None:
-    """Record a drill's result; also marks the current span (the drill run) with it."""
+    """Record a drill's result; also marks the current span (the drill run) with it. ``ok``: the
+    run's outcome is passed (label ``outcome="succeeded"``); a failed or skipped run is
+    ``outcome="failed"`` (the run's job state does not matter: a drill that found recovery broken
+    and one whose job was lost both failed)."""
     metrics.drill_result(drill=name, ok=ok, seconds=seconds)
     trace.get_current_span().set_attributes({"recovery.drill.ok": ok, "recovery.drill.seconds": seconds})

@@ -22,7 +22,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from recovery.classification.services import default_rules_install
-from recovery.models import DRILL_RUN_ACTIVE, Drill, DrillRun, DrillRunState, DrillStep, DrillTrigger
+from recovery.models import DRILL_RUN_ACTIVE, Drill, DrillOutcome, DrillRun, DrillStep, DrillTrigger, JobState
 from recovery.permissions import Role
 from tests.brokers.harness import RabbitHarness
 from tests.browser.helpers import post
@@ -70,14 +70,14 @@ def _failed_run(drill: Drill) -> DrillRun:
         for i, name in enumerate(reached)
     ]  # fmt: skip
     run = DrillRun.objects.create(
-        drill=drill, trigger=DrillTrigger.SCHEDULE, slot=started, state=DrillRunState.FAILED,
+        drill=drill, trigger=DrillTrigger.SCHEDULE, slot=started, state=JobState.FAILED, outcome=DrillOutcome.FAILED,
         failed_step=DrillStep.VERIFIED, reason="2 transient not recovered (back in the DLQ)", started_at=started,
         finished_at=started + timedelta(seconds=9), steps=steps, injected=6, dead_lettered=3, captured=3, replayed=2,
         recovered=0, lost=0, duplicates=0, unexplained_duplicates=0, time_to_capture_seconds=1.1,
         expectations=[{"name": "recovered", "step": "verified", "expected": 2, "actual": 0, "ok": False},
                       {"name": "lost", "step": "verified", "expected": 0, "actual": 0, "ok": True}],
     )  # fmt: skip
-    Drill.objects.filter(pk=drill.pk).update(last_run_at=run.finished_at, last_outcome=DrillRunState.FAILED)
+    Drill.objects.filter(pk=drill.pk).update(last_run_at=run.finished_at, last_outcome=DrillOutcome.FAILED)
     return run
 
 

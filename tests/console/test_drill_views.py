@@ -16,7 +16,21 @@ from django.utils import timezone
 
 from recovery.drills.selectors import drill_approval_current
 from recovery.drills.services import drill_approve, drill_create
-from recovery.models import Broker, BrokerKind, Drill, DrillApproval, DrillRun, DrillRunState, DrillStep, DrillTrigger
+from recovery.models import (
+    Broker,
+    BrokerKind,
+    Drill,
+    DrillApproval,
+    DrillOutcome,
+    DrillRun,
+    DrillStep,
+    DrillTrigger,
+    JobState,
+    ReplayPlan,
+    ReplayRun,
+    RunState,
+)
+from recovery.models.drills import OUTCOME_STATE
 from recovery.permissions import Role
 
 pytestmark = pytest.mark.django_db
@@ -65,7 +79,7 @@ def form_data(broker: Broker, **overrides: Any) -> dict[str, Any]:
 
 
 def finished_run(
-    drill: Drill, state: str, *, failed_step: str = "", recover: float | None = None, ago: int = 0
+    drill: Drill, outcome: str, *, failed_step: str = "", recover: float | None = None, ago: int = 0
 ) -> DrillRun:
     """A finished run as the runner records it: every step up to the failing one, with timings."""
     started = timezone.now() - timedelta(minutes=ago + 5)
@@ -81,13 +95,14 @@ def finished_run(
          "ok": not failed_step},
     ]  # fmt: skip
     run = DrillRun.objects.create(
-        drill=drill, trigger=DrillTrigger.SCHEDULE, slot=started, state=state, failed_step=failed_step,
+        drill=drill, trigger=DrillTrigger.SCHEDULE, slot=started, outcome=outcome,
+        state=OUTCOME_STATE[DrillOutcome(outcome)], failed_step=failed_step,
         reason=f"recovered: {REASON}" if failed_step else "", started_at=started,
         finished_at=started + timedelta(seconds=20), steps=steps, expectations=expectations, injected=6,
         dead_lettered=3, captured=3, replayed=2, recovered=0 if failed_step else 2, lost=0, duplicates=0,
         unexplained_duplicates=0, time_to_capture_seconds=1.2, time_to_recover_seconds=recover,
     )  # fmt: skip
-    Drill.objects.filter(pk=drill.pk).update(last_run_at=run.finished_at, last_outcome=state)
+    Drill.objects.filter(pk=drill.pk).update(last_run_at=run.finished_at, last_outcome=outcome)
     return run
 
 
@@ -95,19 +110,21 @@ def finished_run(
 
 
 def test_each_page_renders_for_a_viewer_without_action_controls(client_for: Any, approved: Drill) -> None:
-    passed = finished_run(approved, DrillRunState.PASSED, recover=8.0, ago=60)
-    failed = finished_run(approved, DrillRunState.FAILED, failed_step=DrillStep.VERIFIED, ago=1)
+    passed = finished_run(approved, DrillOutcome.PASSED, recover=8.0, ago=60)
+    failed = finished_run(approved, DrillOutcome.FAILED, failed_step=DrillStep.VERIFIED, ago=1)
     viewer = client_for(Role.VIEWER)
 
     listing = viewer.get(reverse("drills"))
     assert listing.status_code == 200
     row = listing.content.decode()
     assert "nightly" in row and "*/30 * * * *" in row and "50%" in row
+    assert 'data-testid="last-outcome" data-state="failed"' in row
     assert 'data-testid="drill-new"' not in row
 
     page = viewer.get(reverse("drill-detail", args=[approved.pk])).content.decode()
     assert 'data-approved="true"' in page and "by abe" in page
-    assert f'data-run="{passed.pk}"' in page and f'data-run="{failed.pk}"' in page
+    assert f'data-run="{passed.pk}" data-state="passed"' in page
+    assert f'data-run="{failed.pk}" data-state="failed"' in page
     assert 'data-testid="ttr-chart"' in page and 'data-testid="pass-rate-chart"' in page
     for control in ("drill-actions", "drill-approve", "drill-run-now", "drill-edit"):
         assert f'data-testid="{control}"' not in page
@@ -121,7 +138,7 @@ def test_each_page_renders_for_a_viewer_without_action_controls(client_for: Any,
 
 
 def test_the_run_page_shows_each_step_with_its_timing_and_each_expectation(client_for: Any, drill: Drill) -> None:
-    run = finished_run(drill, DrillRunState.FAILED, failed_step=DrillStep.VERIFIED)
+    run = finished_run(drill, DrillOutcome.FAILED, failed_step=DrillStep.VERIFIED)
     page = client_for(Role.VIEWER).get(reverse("drill-run-detail", args=[run.pk])).content.decode()
     for name in ("injected", "dead_lettered", "captured", "classified", "replayed"):
         assert f'data-step="{name}" data-status="ok"' in page
@@ -135,7 +152,7 @@ def test_the_run_page_shows_each_step_with_its_timing_and_each_expectation(clien
 
 def test_an_active_run_polls_for_its_live_part(client_for: Any, approved: Drill) -> None:
     run = DrillRun.objects.create(
-        drill=approved, trigger=DrillTrigger.MANUAL, state=DrillRunState.RUNNING, step=DrillStep.CAPTURED,
+        drill=approved, trigger=DrillTrigger.MANUAL, state=JobState.RUNNING, step=DrillStep.CAPTURED,
         started_at=timezone.now(), steps=[{"step": "provisioned", "started_at": timezone.now().isoformat(),
                                            "seconds": 0.4, "ok": True, "detail": {}}],
     )  # fmt: skip
@@ -146,13 +163,29 @@ def test_an_active_run_polls_for_its_live_part(client_for: Any, approved: Drill)
     assert partial.lstrip().startswith('<div id="drill-run-live"') and "<html" not in partial
     assert 'data-step="captured" data-status="running"' in partial
     assert 'data-step="verified" data-status="not reached"' in partial
+    assert 'data-state="running"' in partial and ">Running</span>" in partial
+
+
+def test_a_run_in_its_replay_phase_shows_as_replaying(client_for: Any, approved: Drill, author: Any) -> None:
+    plan = ReplayPlan.objects.create(name="drill plan", author=author, state="running")
+    replay = ReplayRun.objects.create(plan=plan, state=RunState.RUNNING, plan_hash="x")
+    run = DrillRun.objects.create(
+        drill=approved, trigger=DrillTrigger.MANUAL, state=JobState.QUEUED, step=DrillStep.REPLAYED,
+        replay_run=replay, started_at=timezone.now(),
+    )  # fmt: skip
+    client = client_for(Role.VIEWER)
+    partial = client.get(reverse("drill-run-detail", args=[run.pk]), headers={"HX-Request": "true"}).content.decode()
+    assert 'data-state="replaying"' in partial and ">Replaying</span>" in partial and "hx-get" in partial
+    page = client.get(reverse("drill-detail", args=[approved.pk])).content.decode()
+    assert f'data-run="{run.pk}" data-state="replaying"' in page and "is replaying." in page
+    assert 'data-state="replaying"' in client.get(reverse("drills")).content.decode()
 
 
 def test_the_overview_lists_failing_drills_only_when_there_are_some(client_for: Any, approved: Drill) -> None:
     client = client_for(Role.VIEWER)
-    finished_run(approved, DrillRunState.PASSED, recover=5.0)
+    finished_run(approved, DrillOutcome.PASSED, recover=5.0)
     assert 'data-testid="failing-drills"' not in client.get(reverse("overview")).content.decode()
-    run = finished_run(approved, DrillRunState.FAILED, failed_step=DrillStep.REPLAYED)
+    run = finished_run(approved, DrillOutcome.FAILED, failed_step=DrillStep.REPLAYED)
     page = client.get(reverse("overview")).content.decode()
     assert 'data-testid="failing-drills"' in page and f"run {run.pk}" in page and "<strong>Replayed</strong>" in page
 
@@ -298,7 +331,7 @@ def test_run_now_refuses_an_unapproved_drill_with_the_reason(author: Any, drill:
 def test_run_now_starts_a_run_and_opens_its_page(author: Any, approved: Drill, test_redis: Any) -> None:
     response = login(author).post(reverse("drill-run-now", args=[approved.pk]))
     run = DrillRun.objects.get()
-    assert (run.trigger, run.state, run.requested_by) == (DrillTrigger.MANUAL, DrillRunState.QUEUED, author)
+    assert (run.trigger, run.state, run.requested_by) == (DrillTrigger.MANUAL, JobState.QUEUED, author)
     assert response["Location"] == reverse("drill-run-detail", args=[run.pk])
     page = login(author).get(reverse("drill-detail", args=[approved.pk])).content.decode()
     assert 'data-testid="active-run"' in page and 'data-testid="drill-run-now"' not in page
@@ -350,7 +383,7 @@ def test_mutations_require_a_csrf_token(make_user: Any, drill: Drill) -> None:
     "name", ["drills", "drill-new", "drill-detail", "drill-edit", "drill-approve", "drill-run-now", "drill-run-detail"]
 )
 def test_anonymous_users_are_redirected_to_login(approved: Drill, name: str) -> None:
-    run = finished_run(approved, DrillRunState.PASSED, recover=3.0)
+    run = finished_run(approved, DrillOutcome.PASSED, recover=3.0)
     args = [] if name in ("drills", "drill-new") else [run.pk if name == "drill-run-detail" else approved.pk]
     for method in ("get", "post"):
         response = getattr(Client(), method)(reverse(name, args=args))

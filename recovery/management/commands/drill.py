@@ -130,7 +130,7 @@ class Command(BaseCommand):
               f"{trend.median_time_to_recover or '-'} s")  # fmt: skip
         for run in drill_history(drill, limit=10):
             step = f" at {run.failed_step}" if run.failed_step else ""
-            write(f"  run {run.pk} {run.created_at:%Y-%m-%d %H:%M} {run.trigger} {run.state}{step}"
+            write(f"  run {run.pk} {run.created_at:%Y-%m-%d %H:%M} {run.trigger} {run.status}{step}"
                   f" lost={run.lost} recover={run.time_to_recover_seconds}s {run.reason[:120]}")  # fmt: skip
 
     def _define(self, options: dict[str, Any]) -> None:

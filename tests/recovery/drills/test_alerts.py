@@ -17,7 +17,7 @@ import pytest
 from recovery.drills import alerts
 from recovery.drills.outcome import drill_run_close
 from recovery.drills.selectors import drill_metrics
-from recovery.models import AuditEvent, DrillRun, DrillRunState, DrillTrigger
+from recovery.models import AuditEvent, DrillOutcome, DrillRun, DrillTrigger, JobState
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
@@ -53,9 +53,9 @@ def _url(server: ThreadingHTTPServer) -> str:
 
 
 def _fail(drill: Any, capture: Any, **fields: Any) -> DrillRun:
-    run = DrillRun.objects.create(drill=drill, trigger=DrillTrigger.MANUAL, state=DrillRunState.RUNNING)
+    run = DrillRun.objects.create(drill=drill, trigger=DrillTrigger.MANUAL, state=JobState.RUNNING)
     with capture(execute=True):
-        drill_run_close(run, state=DrillRunState.FAILED, failed_step="verified", reason="2 not recovered", **fields)
+        drill_run_close(run, outcome=DrillOutcome.FAILED, failed_step="verified", reason="2 not recovered", **fields)
     run.refresh_from_db()
     return run
 
@@ -70,6 +70,8 @@ def test_a_failed_run_logs_an_error_counts_and_posts_the_webhook(
     ((content_type, payload),) = hook.received
     assert content_type == "application/json"
     assert payload["drill"] == drill.name and payload["failed_step"] == "verified" and payload["run"] == run.pk
+    assert (payload["event"], payload["state"]) == ("drill.run_failed", "failed")
+    assert (run.state, run.outcome, run.error) == (JobState.FAILED, DrillOutcome.FAILED, ""), "not its job: no error"
     assert run.alerted_at is not None and run.alert_error == ""
     drill.refresh_from_db()
     assert (drill.failures_total, drill.consecutive_failures, drill.last_outcome) == (1, 1, "failed")
@@ -84,7 +86,7 @@ def test_a_webhook_that_fails_is_logged_not_fatal(
     drill = make_drill(alert_webhook_url=f"http://127.0.0.1:{free_port()}/nobody-listens")
     with caplog.at_level(logging.WARNING, logger="recovery.drills"):
         run = _fail(drill, django_capture_on_commit_callbacks)
-    assert run.state == DrillRunState.FAILED and run.alert_error
+    assert run.outcome == DrillOutcome.FAILED and run.state == JobState.FAILED and run.alert_error
     assert any("alert webhook failed" in r.getMessage() for r in caplog.records)
 
 
@@ -114,10 +116,25 @@ def test_a_passing_run_raises_no_alert_and_resets_the_streak(
 ) -> None:
     drill = make_drill(alert_webhook_url=_url(hook))
     _fail(drill, django_capture_on_commit_callbacks)
-    run = DrillRun.objects.create(drill=drill, trigger=DrillTrigger.MANUAL, state=DrillRunState.REPLAYING)
+    run = DrillRun.objects.create(drill=drill, trigger=DrillTrigger.MANUAL, state=JobState.RUNNING)
     with django_capture_on_commit_callbacks(execute=True):
-        assert drill_run_close(run, state=DrillRunState.PASSED)
-        assert not drill_run_close(run, state=DrillRunState.FAILED), "a run ends once"
+        assert drill_run_close(run, outcome=DrillOutcome.PASSED)
+        assert not drill_run_close(run, outcome=DrillOutcome.FAILED), "a run ends once"
     assert len(hook.received) == 1
+    run.refresh_from_db()
+    assert (run.state, run.outcome, run.status) == (JobState.SUCCEEDED, DrillOutcome.PASSED, "passed")
     drill.refresh_from_db()
     assert (drill.runs_total, drill.failures_total, drill.consecutive_failures) == (2, 1, 0)
+
+
+def test_a_skipped_run_alerts_as_skipped_not_failed(
+    make_drill: Any, hook: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    drill = make_drill(alert_webhook_url=_url(hook))
+    run = DrillRun.objects.create(drill=drill, trigger=DrillTrigger.SCHEDULE)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert drill_run_close(run, outcome=DrillOutcome.SKIPPED, reason="not run: it has not been approved")
+    ((_, payload),) = hook.received
+    assert (payload["event"], payload["state"], payload["failed_step"]) == ("drill.run_skipped", "skipped", "")
+    run.refresh_from_db()
+    assert (run.state, run.outcome, run.status) == (JobState.CANCELLED, DrillOutcome.SKIPPED, "skipped")

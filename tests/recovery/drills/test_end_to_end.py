@@ -18,9 +18,10 @@ from recovery.models import (
     AuditAction,
     AuditEvent,
     DeadLetter,
+    DrillOutcome,
     DrillRun,
-    DrillRunState,
     DrillStep,
+    JobState,
     PlanApproval,
     RunState,
 )
@@ -36,13 +37,13 @@ def _run_to_the_end(drill: Any, people: dict[str, Any], timeout: float = 90) -> 
     try:
         run = drill_run_now(actor=people["author"], drill=drill)
         finished = wait_until(
-            lambda: DrillRun.objects.get(pk=run.pk).state not in ("queued", "running", "replaying"),
+            lambda: DrillRun.objects.get(pk=run.pk).outcome != "",  # ended: passed, failed or skipped
             timeout=timeout, interval=0.2,
         )  # fmt: skip
     finally:
         runner.stop()
     run.refresh_from_db()
-    assert finished, f"still {run.state} at step {run.step}: {run.steps}"
+    assert finished, f"still {run.status} at step {run.step}: {run.steps}"
     assert not runner.errors, runner.errors
     return run
 
@@ -63,7 +64,10 @@ def test_a_drill_runs_end_to_end_on_each_broker_and_passes(
     drill = _define(harness, people)
     run = _run_to_the_end(drill, people)
 
-    assert run.state == DrillRunState.PASSED, f"{run.failed_step}: {run.reason}\n{run.steps}"
+    assert run.outcome == DrillOutcome.PASSED, f"{run.failed_step}: {run.reason}\n{run.steps}"
+    assert (run.state, run.error) == (JobState.SUCCEEDED, "")
+    assert run.deliveries >= 2, "a first job and at least one continuation claimed it"
+    assert (run.processed, run.total) == (8, 8)
     assert [s["step"] for s in run.steps] == [
         "provisioned", "injected", "dead_lettered", "captured", "classified", "replayed", "verified", "cleaned_up",
     ]  # fmt: skip
@@ -94,8 +98,9 @@ def test_a_drill_whose_consumer_stays_broken_fails_naming_the_step(
     drill = _define(harness, people, consumer_recovers=False, message_count=4, transient_count=2, poison_count=1)
     run = _run_to_the_end(drill, people)
 
-    assert run.state == DrillRunState.FAILED
+    assert (run.outcome, run.state) == (DrillOutcome.FAILED, JobState.FAILED)
     assert run.failed_step == DrillStep.VERIFIED, run.steps
+    assert run.error == "", "the drill found recovery broken: its job did not fail"
     assert "not recovered" in run.reason and "back in the DLQ" in run.reason, run.reason
     assert (run.recovered, run.lost) == (0, 0), "the replayed copies failed again: back in the DLQ, not lost"
     unmet = {e["name"] for e in run.expectations if not e["ok"]}
@@ -112,7 +117,7 @@ def test_without_rules_for_its_failures_a_drill_fails_at_classified(
     drill = _define(harness, people)  # no default rules installed: every letter is unknown/hold
     run = _run_to_the_end(drill, people)
 
-    assert (run.state, run.failed_step) == (DrillRunState.FAILED, DrillStep.CLASSIFIED)
+    assert (run.outcome, run.failed_step) == (DrillOutcome.FAILED, DrillStep.CLASSIFIED)
     assert "is unknown/hold" in run.reason and "default rules" in run.reason, run.reason
     assert run.plan_id is None and run.replay_run_id is None, "nothing is replayed from a wrong classification"
     assert [s["step"] for s in run.steps][-2:] == ["classified", "cleaned_up"]

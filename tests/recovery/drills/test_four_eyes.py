@@ -20,7 +20,7 @@ from recovery.drills.services import (
     drill_update,
 )
 from recovery.errors import InvalidInput, NotPermitted
-from recovery.models import AuditEvent, DrillRun, DrillRunState, DrillTrigger, PlanApproval, ReplayPlan
+from recovery.models import AuditEvent, DrillOutcome, DrillRun, DrillTrigger, JobState, PlanApproval, ReplayPlan
 from recovery.permissions import Role, role_groups
 
 pytestmark = pytest.mark.django_db
@@ -96,7 +96,7 @@ def test_an_unapproved_scheduled_drill_records_a_skipped_run(make_drill: Any, pe
     drill.next_run_at = timezone.now() - timedelta(seconds=1)
     drill.save()
     (run,) = drill_schedule_due()
-    assert (run.trigger, run.state) == (DrillTrigger.SCHEDULE, DrillRunState.SKIPPED)
+    assert (run.trigger, run.outcome, run.state) == (DrillTrigger.SCHEDULE, DrillOutcome.SKIPPED, JobState.CANCELLED)
     assert "not run: it has not been approved" in run.reason
     drill.refresh_from_db()
     assert (drill.runs_total, drill.failures_total, drill.last_outcome) == (1, 1, "skipped")

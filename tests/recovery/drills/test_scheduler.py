@@ -15,7 +15,16 @@ from django.utils import timezone
 
 from recovery.drills.services import drill_approve, drill_run_now, drill_schedule_due
 from recovery.jobs import definitions as jobs
-from recovery.models import AuditEvent, Broker, BrokerKind, DrillRun, DrillRunState, DrillTrigger, WorkerHeartbeat
+from recovery.models import (
+    AuditEvent,
+    Broker,
+    BrokerKind,
+    DrillOutcome,
+    DrillRun,
+    DrillTrigger,
+    JobState,
+    WorkerHeartbeat,
+)
 from tests.helpers import wait_until
 from tests.recovery.test_job_backends import RQ_WORKER, VENV_BIN, _process
 
@@ -35,7 +44,7 @@ def test_a_due_approved_drill_gets_one_queued_run_and_its_next_slot(make_drill: 
     slot = _due(drill)
     (run,) = drill_schedule_due()
     assert (run.trigger, run.slot, run.state, run.approval.approver) == (
-        DrillTrigger.SCHEDULE, slot, DrillRunState.QUEUED, people["approver"],
+        DrillTrigger.SCHEDULE, slot, JobState.QUEUED, people["approver"],
     )  # fmt: skip
     drill.refresh_from_db()
     assert drill.next_run_at > timezone.now() and drill.next_run_at.minute % 15 == 0
@@ -60,7 +69,8 @@ def test_a_slot_that_comes_while_a_run_is_active_is_skipped(make_drill: Any, peo
     active = drill_run_now(actor=people["author"], drill=drill)
     _due(drill)
     (run,) = drill_schedule_due()
-    assert run.state == DrillRunState.SKIPPED and f"run {active.pk} is still active" in run.reason
+    assert (run.outcome, run.state) == (DrillOutcome.SKIPPED, JobState.CANCELLED)
+    assert f"run {active.pk} is still active" in run.reason
 
 
 @pytest.mark.django_db
@@ -134,5 +144,5 @@ def test_two_scheduler_processes_run_a_due_drill_once(
     assert ticked, "both schedulers ticked"
     runs = list(DrillRun.objects.filter(drill=drill))
     assert [(r.slot, r.trigger) for r in runs] == [(slot, DrillTrigger.SCHEDULE)], output
-    assert runs[0].state == DrillRunState.FAILED and runs[0].failed_step == "provisioned", runs[0].reason
+    assert runs[0].outcome == DrillOutcome.FAILED and runs[0].failed_step == "provisioned", runs[0].reason
     assert runs[0].slot.tzinfo is not None and runs[0].slot.astimezone(UTC) == slot

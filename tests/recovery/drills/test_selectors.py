@@ -10,19 +10,28 @@ import pytest
 from django.utils import timezone
 
 from recovery.drills.selectors import drill_history, drill_trend, drills_failing, drills_list
-from recovery.models import DrillRun, DrillRunState, DrillTrigger
+from recovery.models import DrillOutcome, DrillRun, DrillTrigger, JobState, ReplayPlan, ReplayRun, RunState
+from recovery.models.drills import OUTCOME_STATE
 
 pytestmark = pytest.mark.django_db
+
+
+def _status(status: str) -> dict[str, str]:
+    """The stored fields of a run shown as ``status``: an ended run's outcome and job state, or
+    an active run's job state."""
+    if status in DrillOutcome.values:
+        return {"state": OUTCOME_STATE[DrillOutcome(status)], "outcome": status}
+    return {"state": status}
 
 
 def _runs(drill: Any, *outcomes: tuple[str, float | None]) -> list[DrillRun]:
     start = timezone.now() - timedelta(hours=len(outcomes))
     made = []
-    for index, (state, recover) in enumerate(outcomes):
+    for index, (status, recover) in enumerate(outcomes):
         run = DrillRun.objects.create(
-            drill=drill, trigger=DrillTrigger.SCHEDULE, slot=start + timedelta(hours=index), state=state,
+            drill=drill, trigger=DrillTrigger.SCHEDULE, slot=start + timedelta(hours=index), **_status(status),
             time_to_recover_seconds=recover, time_to_capture_seconds=1.5 if recover else None,
-            failed_step="verified" if state == DrillRunState.FAILED else "",
+            failed_step="verified" if status == DrillOutcome.FAILED else "",
         )  # fmt: skip
         DrillRun.objects.filter(pk=run.pk).update(created_at=start + timedelta(hours=index))
         made.append(run)
@@ -66,4 +75,15 @@ def test_the_list_carries_each_drills_latest_run(make_drill: Any) -> None:
     drill = make_drill()
     runs = _runs(drill, ("passed", 4.0), ("failed", None))
     row = drills_list().get(pk=drill.pk)
-    assert (row.latest_run_id, row.latest_state, row.latest_failed_step) == (runs[1].pk, "failed", "verified")
+    assert (row.latest_run_id, row.latest_status, row.latest_failed_step) == (runs[1].pk, "failed", "verified")
+
+
+def test_the_list_shows_a_run_in_its_replay_phase_as_replaying(make_drill: Any, people: dict[str, Any]) -> None:
+    drill = make_drill()
+    plan = ReplayPlan.objects.create(name="drill plan", author=people["author"], state="running")
+    replay = ReplayRun.objects.create(plan=plan, state=RunState.RUNNING, plan_hash="x")
+    for state in (JobState.QUEUED, JobState.RUNNING):  # handed over to its continuation, or in a slice
+        run = DrillRun.objects.create(drill=drill, trigger=DrillTrigger.MANUAL, state=state, replay_run=replay)
+        assert (run.status, drills_list().get(pk=drill.pk).latest_status) == ("replaying", "replaying")
+        DrillRun.objects.filter(pk=run.pk).update(state=JobState.SUCCEEDED, outcome=DrillOutcome.PASSED)
+    assert drills_list().get(pk=drill.pk).latest_status == "passed"
