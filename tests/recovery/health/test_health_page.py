@@ -13,7 +13,8 @@ from recovery.health.selectors import health_report
 from recovery.health.services import worker_heartbeat_record
 from recovery.models import Broker, BrokerKind
 from recovery.permissions import Role
-from tests.helpers import private_redis
+from tests.helpers import private_redis, wait_until
+from tests.recovery.test_job_backends import CELERY_WORKER, VENV_BIN, _process
 
 
 def _row(html: str, service: str) -> str:
@@ -119,3 +120,31 @@ def test_sqs_without_credentials_says_so() -> None:
     Broker.objects.create(name="anon-sqs", kind=BrokerKind.SQS, endpoint="http://127.0.0.1:1")
     check = _by_name(health_report())["anon-sqs (Amazon SQS)"]
     assert not check.ok and "credentials" in check.error
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_each_queue_shows_its_own_workers_under_rq_and_celery(settings, test_redis, tmp_path) -> None:
+    """A worker that listens on one queue turns that queue's row green and leaves the others red."""
+    settings.RECOVERY_JOB_BACKEND = "rq"
+    rq_worker = [str(VENV_BIN / "python"), "manage.py", "rqworker", "capture"]
+    with _process(rq_worker, "rq", tmp_path / "rq.log"):
+        assert wait_until(lambda: _by_name(health_report())["Queue capture (rq)"].ok, timeout=30)
+        checks = _by_name(health_report())
+    assert "1 worker(s)" in checks["Queue capture (rq)"].detail
+    assert (
+        not checks["Queue replay (rq)"].ok
+        and "no RQ worker is listening on replay" in checks["Queue replay (rq)"].error
+    )
+
+    settings.RECOVERY_JOB_BACKEND = "celery"
+    celery_worker = [*CELERY_WORKER[:CELERY_WORKER.index("-Q") + 1], "recovery-bulk",
+                     *CELERY_WORKER[CELERY_WORKER.index("-Q") + 2:]]  # fmt: skip
+    with _process(celery_worker, "celery", tmp_path / "celery.log"):
+        assert wait_until(lambda: _by_name(health_report())["Queue bulk (celery)"].ok, timeout=60), (
+            tmp_path / "celery.log"
+        ).read_text()[-2000:]
+        checks = _by_name(health_report())
+    assert "1 worker(s)" in checks["Queue bulk (celery)"].detail
+    assert not checks["Queue replay (celery)"].ok
+    assert "no Celery worker consumes recovery-replay" in checks["Queue replay (celery)"].error
