@@ -139,7 +139,8 @@ def test_two_scheduler_processes_run_a_due_drill_once(
             lambda: not DrillRun.objects.filter(drill=drill, state__in=("queued", "running")).exists(), timeout=30
         )
     output = "\n".join(path.read_text()[-1500:] for path in logs)
-    assert ran and more and finished, output
+    left = [(r.pk, r.status, r.step, r.deliveries, r.enqueued_at, r.heartbeat_at) for r in drill.runs.all()]
+    assert ran and more and finished, f"{(ran, more, finished)} runs: {left}\n{output}"
     ticked = all("sent scheduler_tick to the periodic queue" in path.read_text() for path in logs[:2])
     assert ticked, "both schedulers ticked"
     runs = list(DrillRun.objects.filter(drill=drill))
