@@ -80,15 +80,15 @@ def replay_watchdog() -> None:
 
 @job(queue=JobQueue.PERIODIC)
 def job_watchdog() -> None:
-    """Retire or retry the job rows (capture passes, triage jobs, audit verifications) whose job
-    was lost: queued and never started, or running without a heartbeat, past their limit."""
+    """Retire or retry the job rows (capture passes, triage jobs, audit verifications, drill runs)
+    whose job was lost: queued and never started, or running without a heartbeat, past their limit."""
     lost_jobs_recover()
 
 
 @job(queue=JobQueue.PERIODIC)
 def drill_schedule() -> None:
-    """Create and enqueue the runs of drills whose scheduled slot is due (each slot claimed once),
-    and enqueue again or fail drill runs whose job was lost."""
+    """Create and enqueue the runs of drills whose scheduled slot is due (each slot claimed once);
+    drill runs whose job was lost are the job watchdog's."""
     drill_tick()
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from rq.job import Job
 from rq.serializers import JSONSerializer
-from rq.worker import SimpleWorker, Worker
+from rq.worker import DequeueStrategy, SimpleWorker, Worker
 
 from recovery.jobs.registry import received
 
@@ -27,12 +27,18 @@ class RegisteredJob(Job):
 
 class _RegisteredJobsOnly:
     """JSON job data and ``RegisteredJob``, whatever the command line says (django-rq's
-    ``rqworker`` passes the pickle serializer by default)."""
+    ``rqworker`` passes the pickle serializer by default). A worker given several queues serves
+    them in turn (RQ's round robin) rather than in strict priority, so a busy queue (the periodic
+    one ticks every few seconds) never starves the others; production runs a worker per queue."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["serializer"] = JSONSerializer
         kwargs["job_class"] = RegisteredJob
         super().__init__(*args, **kwargs)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        kwargs.setdefault("dequeue_strategy", DequeueStrategy.ROUND_ROBIN)
+        return super().work(*args, **kwargs)
 
 
 class RegisteredJobWorker(_RegisteredJobsOnly, Worker):

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import django_rq
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection
@@ -23,7 +24,8 @@ from console.celery import app as celery_app
 from recovery.jobs.definitions import scheduler_tick
 from recovery.jobs.queue import enqueue
 from recovery.jobs.registry import UnknownJob, run_received
-from recovery.models import WorkerHeartbeat
+from recovery.jobs.rq_worker import RegisteredJobSimpleWorker
+from recovery.models import JobState, TriageJob, TriageJobKind, WorkerHeartbeat
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,3 +208,17 @@ def test_a_celery_worker_refuses_a_foreign_job_and_goes_on(settings, test_redis,
     assert not marker.exists(), "a foreign job must never run"
     assert "refusing job 'os.system': not a registered job" in log, log[-3000:]
     assert "Received unregistered task of type 'os.system'" in log, log[-3000:]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_on_several_queues_serves_them_in_turn(settings, test_redis) -> None:
+    """Strict priority would let a busy periodic queue starve the bulk queue behind it."""
+    settings.RECOVERY_JOB_BACKEND = "rq"
+    for _ in range(3):
+        enqueue("worker_heartbeat", "rq")
+    TriageJob.objects.create(kind=TriageJobKind.RECLASSIFY)  # nothing to re-classify: a quick job
+    enqueue("reclassify", TriageJob.objects.get().pk)
+    worker = django_rq.get_worker("periodic", "bulk", worker_class=RegisteredJobSimpleWorker)
+    worker.work(burst=True, max_jobs=2)
+    assert TriageJob.objects.get().state == JobState.SUCCEEDED, "the bulk job ran among the first two"
+    assert _beats("rq") == 1
