@@ -5,13 +5,16 @@ BENCH_CAPTURE_MESSAGES ?= 20000
 BENCH_CAPTURE_RSS_MESSAGES ?= 100000
 export BENCH_AUDIT_EVENTS BENCH_CAPTURE_MESSAGES BENCH_CAPTURE_RSS_MESSAGES
 
-.PHONY: run test bench services-up services-down services-status bootstrap lint format
+.PHONY: run test test-fast bench services-up services-down services-status bootstrap lint format
 
 run:
 	@scripts/run.sh
 
 test:
 	@scripts/test.sh $(PYTEST_ARGS)
+
+test-fast:
+	@scripts/test.sh --fast $(PYTEST_ARGS)
 
 bench:
 	@scripts/bench.sh

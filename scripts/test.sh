@@ -1,7 +1,37 @@
 #!/usr/bin/env bash
-# `make test`: the same set-up as `make run`, then the whole pytest suite against the real
-# services. Extra arguments go to pytest.
+# `make test`: the same set-up as `make run`, lint, then the whole pytest suite against the real
+# services in two phases:
+#
+#   1. parallel: `pytest -n $TEST_WORKERS -m "not (serial or timing)"` (pytest-xdist). Each worker
+#      has its own test database (test_dlq_console_gwN), Redis database (1 + N), metrics folder
+#      and broker names (queues, topics, SQS queues and consumer groups carry "gwN"):
+#      tests/environment.py and tests/namespace.py.
+#   2. alone: `pytest -m "serial or timing"`, in one process after phase 1: the tests that stop,
+#      restart or flush a service every test shares (marker `serial`: scripts/services.sh
+#      restarts, Redis SCRIPT FLUSH) and those that assert a speed or latency bound, which the
+#      other workers' load must not decide (marker `timing`).
+#
+# Both phases always run; the script fails when either fails. A phase that selects no test (pytest
+# exit code 5) counts as passed only when the other phase ran tests.
+#
+# `make test-fast` (scripts/test.sh --fast): the same set-up, lint and two phases, without browser
+# tests (marker `browser`) and fault injection (marker `fault`, which every `serial` test also
+# carries, so its phase 2 runs only the `timing` tests).
+#
+# Extra arguments (`make test PYTEST_ARGS="tests/brokers -k sqs"`) go to pytest in each phase,
+# after the phase's own options: paths, -k and -x narrow both phases; `-n 0` runs phase 1 in one
+# process (phase 2 always runs in one); a `-m` of your own replaces the phase's marker selection,
+# so both phases would run what it selects (in phase 1 in parallel).
+# TEST_WORKERS sets the number of xdist workers (default 4: the tests mostly wait on brokers and
+# subprocesses, so more workers than the 2 cores of the development machines still gain).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+fast=0
+if [ "${1:-}" = "--fast" ]; then
+  fast=1
+  shift
+fi
+workers="${TEST_WORKERS:-4}"
 
 "$ROOT/scripts/bootstrap.sh"
 "$ROOT/scripts/services.sh" up
@@ -9,5 +39,45 @@ cd "$ROOT"
 say "lint (ruff)"
 "$VENV/bin/ruff" check --quiet . || die "ruff check failed"
 "$VENV/bin/ruff" format --check --quiet . || die "ruff format --check failed: run make format"
-# tests/environment.py reads .local/env and points tests at their own Redis database.
-exec "$VENV/bin/pytest" "$@"
+
+# run_phase NAME ARGS...: runs pytest, prints the phase's outcome, leaves the exit code in $rc.
+run_phase() {
+  local name=$1
+  shift
+  say "tests, $name: pytest $*"
+  set +e
+  "$VENV/bin/pytest" "$@"
+  rc=$?
+  set -e
+}
+
+# --dist loadgroup: tests go out one by one, in collection order (tests/environment.py puts the
+# long ones first), except those marked xdist_group(name): one worker runs each such group.
+parallel=(-n "$workers" --dist loadgroup)
+alone="serial or timing"
+if [ "$fast" = 1 ]; then
+  without="not browser and not fault"
+  parallel_marks="not ($alone) and $without"
+  serial_marks="($alone) and $without"
+  title="make test-fast: no browser or fault tests; "
+else
+  parallel_marks="not ($alone)"
+  serial_marks="$alone"
+  title=""
+fi
+
+run_phase "${title}phase 1 of 2, parallel ($workers workers)" "${parallel[@]}" -m "$parallel_marks" "$@"
+parallel_rc=$rc
+run_phase "${title}phase 2 of 2, alone (tests that restart or flush a shared service, or time themselves)" \
+  -m "$serial_marks" "$@" -n 0
+serial_rc=$rc
+
+if [ "$parallel_rc" = 5 ] && [ "$serial_rc" = 5 ]; then
+  die "no test was selected in either phase"
+fi
+[ "$parallel_rc" = 5 ] && parallel_rc=0
+[ "$serial_rc" = 5 ] && serial_rc=0
+if [ "$parallel_rc" != 0 ] || [ "$serial_rc" != 0 ]; then
+  die "tests failed (parallel phase: exit $parallel_rc, serial phase: exit $serial_rc)"
+fi
+say "tests passed (both phases)"

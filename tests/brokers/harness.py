@@ -19,6 +19,7 @@ from recovery.models import Broker, BrokerKind, CaptureMode, DeadLetterQueue
 from tests.namespace import unique
 
 Message = tuple[bytes, dict[str, str]]
+VISIBILITY_S = 5  # SqsHarness's broker's visibility timeout (seconds)
 
 
 def _name(prefix: str) -> str:
@@ -107,7 +108,9 @@ class SqsHarness:
             endpoint=os.environ["LOCAL_SQS_ENDPOINT_URL"],
             credentials_ref="env:LOCAL_SQS",
             # a short visibility timeout: a crashed capture's messages come back within seconds
-            options={"region": os.environ["LOCAL_SQS_REGION"], "visibility_timeout": 2},
+            # (VISIBILITY_S); long enough that a pass slowed down by a loaded machine (parallel
+            # test workers) removes what it received before it comes back
+            options={"region": os.environ["LOCAL_SQS_REGION"], "visibility_timeout": VISIBILITY_S},
         )
 
     def new_queue(self) -> str:

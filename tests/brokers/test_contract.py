@@ -18,7 +18,7 @@ from recovery.brokers.registry import adapter_for
 from recovery.capture.services import capture_pass_request, capture_pass_run
 from recovery.capture.store import dead_letters_upsert
 from recovery.models import AuditEvent, CapturePass, CaptureTrigger, DeadLetter, DeadLetterState, JobState
-from tests.brokers.harness import HARNESSES
+from tests.brokers.harness import HARNESSES, VISIBILITY_S
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ def test_capture_before_remove_survives_sigkill_between_commit_and_remove(harnes
     assert DeadLetter.objects.filter(dlq=dlq).count() == 5  # the first batch's rows are committed
     CapturePass.objects.filter(dlq=dlq, state=JobState.RUNNING).update(heartbeat_at="2000-01-01T00:00Z")
     if harness.kind == "sqs":
-        time.sleep(2.5)  # the crashed pass's messages become visible after the visibility timeout
+        time.sleep(VISIBILITY_S + 0.5)  # the crashed pass's messages become visible after the visibility timeout
 
     done = _capture(dlq)
     assert done.state == JobState.SUCCEEDED, done.error
@@ -191,7 +191,7 @@ def test_an_oversize_message_is_recorded_and_never_lost(harness, settings) -> No
     if harness.kind == "kafka":
         assert harness.still_on_broker(dlq) == 3  # Kafka never removes: the topic still has it
     else:
-        time.sleep(2.5 if harness.kind == "sqs" else 0)
+        time.sleep(VISIBILITY_S + 0.5 if harness.kind == "sqs" else 0)
         assert wait_until(lambda: harness.still_on_broker(dlq) == 1, timeout=15), "left on the broker"
 
 

@@ -353,6 +353,7 @@ def _throughput(count: int, seconds: float) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # a speed bound: measured alone, in the serial phase
 def test_it_moves_20000_messages_at_a_useful_rate(topics, adapters, capsys) -> None:
     """A benchmark with a loose floor; the figures are printed (pytest -s) for the report."""
     count, body = 20_000, os.urandom(1024)

@@ -512,6 +512,7 @@ def test_a_wrong_password_is_permanent_and_not_echoed(open_adapter, tmp_path: Pa
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # a speed bound: measured alone, in the serial phase
 def test_pipelined_publish_outpaces_one_confirm_at_a_time(adapter, amqp, declare, capsys) -> None:
     """5,000 1 KiB persistent messages: the adapter vs pika's BlockingChannel.confirm_delivery."""
     queue = declare()

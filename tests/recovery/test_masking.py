@@ -254,6 +254,7 @@ def test_body_text_gives_a_masked_excerpt() -> None:
     ],
     ids=["letters", "digits", "spaced-digits", "at-signs", "long-domain", "binary-digits"],
 )
+@pytest.mark.timing  # a speed bound: measured alone, in the serial phase
 def test_hostile_bodies_are_masked_in_linear_time(body: bytes) -> None:
     started = time.monotonic()
     masker.body(body)

@@ -39,7 +39,7 @@ def _capture(dlq) -> CapturePass | None:
 
 def _left_on_broker(harness, dlq, expected: int) -> bool:
     adapter = adapter_for(harness.broker, timeout=10)
-    try:  # SQS: the failed pass's messages come back after the visibility timeout (2 s here)
+    try:  # SQS: the failed pass's messages come back after the visibility timeout (harness.VISIBILITY_S)
         return wait_until(lambda: adapter.depth(dlq.as_address()) == expected, timeout=15)
     finally:
         adapter.close()

@@ -150,6 +150,7 @@ def test_hostile_letters_are_classified_without_crashing(make_letter) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # a speed bound: measured alone, in the serial phase
 def test_classifying_simple_letters_is_cheap(make_letter, capsys) -> None:
     """The cost capture pays per letter (the issue's target: well under 50 us per letter)."""
     default_rules_install(actor="test")

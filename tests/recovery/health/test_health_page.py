@@ -28,6 +28,7 @@ def _by_name(checks):
 
 
 @pytest.mark.django_db
+@pytest.mark.timing  # every shared service within the health timeout: measured alone, in the serial phase
 def test_every_local_service_answers(settings) -> None:
     local_brokers_configure()
     worker_heartbeat_record(backend=settings.RECOVERY_JOB_BACKEND, worker="test-worker")

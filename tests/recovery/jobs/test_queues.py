@@ -34,6 +34,7 @@ def _rq_worker(queue: str, log: Path) -> Any:
     return _process([str(VENV_BIN / "python"), "manage.py", "rqworker", queue], "rq", log)
 
 
+@pytest.mark.timing  # a latency bound: measured alone, in the serial phase
 def test_a_replay_run_starts_within_a_second_while_100_capture_passes_are_queued(
     rabbit: RabbitHarness, make_user: Any, settings: Any, test_redis: Any, tmp_path: Path
 ) -> None:

@@ -22,7 +22,10 @@ from tests.helpers import wait_until
 from tests.recovery.replay.helpers import approved_plan, captured_letters, start
 
 ROOT = Path(__file__).resolve().parents[3]
-LEASE = 2
+# The workers' lease (RECOVERY_REPLAY_LEASE_SECONDS): a dead worker's rows come back after it. It must
+# outlast a live worker's slowest batch, or a batch claimed ahead expires while the one before it is
+# still being sent (LocalStack on a machine busy with parallel tests) and goes out twice.
+LEASE = 5
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.fault]
 
 

@@ -205,6 +205,7 @@ def _worker(url: str, run_id: int, n: int, rate: float, ready, go, start_at, dur
     results.put(taken)
 
 
+@pytest.mark.timing  # a speed bound: measured alone, in the serial phase
 def test_two_processes_share_one_runs_rate(url: str) -> None:
     rate, n, duration, run_id = 50, 5, 3.0, 4
     RateLimiter(limiter_client(url), run_id).reset()
