@@ -8,9 +8,11 @@ import redis
 from django.conf import settings
 from django.test import Client
 
-from recovery.permissions import Role, role_groups
+from recovery.models import DeadLetterQueue
+from recovery.permissions import Role
+from tests.factories import DeadLetterQueueFactory, UserFactory
 
-PASSWORD = "correct-horse-battery-staple"
+pytest_plugins = ["tests.brokers.fixtures"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,17 +38,11 @@ def _flush_past_the_audit_triggers() -> None:
 
 
 @pytest.fixture
-def make_user(db: Any, django_user_model: Any) -> Callable[..., Any]:
-    """Create a user holding the given roles (none by default)."""
-    counter = {"n": 0}
+def make_user(db: Any) -> Callable[..., Any]:
+    """Create a user holding the given roles (none by default) who signs in with PASSWORD."""
 
-    def make(*roles: Role, username: str | None = None) -> Any:
-        counter["n"] += 1
-        name = username or f"user{counter['n']}-{'-'.join(r.value for r in roles) or 'norole'}"
-        user = django_user_model.objects.create_user(username=name, password=PASSWORD)
-        groups = role_groups()
-        user.groups.set([groups[r] for r in roles])
-        return user
+    def make(*roles: Role, **fields: Any) -> Any:
+        return UserFactory(roles=roles, **fields)
 
     return make
 
@@ -61,6 +57,12 @@ def client_for(make_user: Callable[..., Any]) -> Callable[..., Client]:
         return client
 
     return make
+
+
+@pytest.fixture
+def dlq(db: Any) -> DeadLetterQueue:
+    """The orders DLQ (orders-dlt, topic orders.DLT) on a Kafka broker nobody listens on."""
+    return DeadLetterQueueFactory(name="orders-dlt")
 
 
 @pytest.fixture

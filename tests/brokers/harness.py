@@ -15,7 +15,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from recovery.brokers.base import DlqAddress, Target
-from recovery.models import Broker, BrokerKind, CaptureMode, DeadLetterQueue
+from recovery.models import Broker, BrokerKind, DeadLetterQueue
+from tests.factories import DeadLetterQueueFactory, LocalBrokerFactory
 from tests.namespace import unique
 
 Message = tuple[bytes, dict[str, str]]
@@ -27,19 +28,22 @@ def _name(prefix: str) -> str:
     return unique(prefix)
 
 
-class RabbitHarness:
+class _Harness:
+    broker: Broker
+
+    def dlq_at(self, address: str, **extra) -> DeadLetterQueue:
+        """The DLQ row of an existing queue or topic of this broker, named after it (an SQS queue
+        URL's last part) and captured as its kind needs."""
+        return DeadLetterQueueFactory(broker=self.broker, name=address.rsplit("/", 1)[-1], address=address, **extra)
+
+
+class RabbitHarness(_Harness):
     kind = BrokerKind.RABBITMQ
     text_only = False
 
     def __init__(self) -> None:
         self.queues: list[str] = []
-        self.broker = Broker.objects.create(
-            name=_name("rabbit"),
-            kind=self.kind,
-            endpoint=os.environ["LOCAL_RABBITMQ_URL"],
-            credentials_ref="env:LOCAL_RABBITMQ",
-            options={"management_url": os.environ["LOCAL_RABBITMQ_MANAGEMENT_URL"]},
-        )
+        self.broker = LocalBrokerFactory(name=_name("rabbit"), kind=self.kind)
 
     def _channel(self):
         params = pika.URLParameters(os.environ["LOCAL_RABBITMQ_URL"])
@@ -58,10 +62,7 @@ class RabbitHarness:
         return name
 
     def make_dlq(self, **extra) -> DeadLetterQueue:
-        queue = self.new_queue()
-        return DeadLetterQueue.objects.create(
-            broker=self.broker, name=queue, address=queue, capture_mode=CaptureMode.DRAIN, **extra
-        )
+        return self.dlq_at(self.new_queue(), **extra)
 
     def fill(self, dlq: DeadLetterQueue, messages: list[Message]) -> None:
         connection, channel = self._channel()
@@ -89,7 +90,7 @@ class RabbitHarness:
         connection.close()
 
 
-class SqsHarness:
+class SqsHarness(_Harness):
     kind = BrokerKind.SQS
     text_only = True  # SQS bodies are text
 
@@ -102,15 +103,11 @@ class SqsHarness:
             aws_access_key_id=os.environ["LOCAL_SQS_ACCESS_KEY_ID"],
             aws_secret_access_key=os.environ["LOCAL_SQS_SECRET_ACCESS_KEY"],
         )
-        self.broker = Broker.objects.create(
-            name=_name("sqs"),
-            kind=self.kind,
-            endpoint=os.environ["LOCAL_SQS_ENDPOINT_URL"],
-            credentials_ref="env:LOCAL_SQS",
-            # a short visibility timeout: a crashed capture's messages come back within seconds
-            # (VISIBILITY_S); long enough that a pass slowed down by a loaded machine (parallel
-            # test workers) removes what it received before it comes back
-            options={"region": os.environ["LOCAL_SQS_REGION"], "visibility_timeout": VISIBILITY_S},
+        # a short visibility timeout: a crashed capture's messages come back within seconds
+        # (VISIBILITY_S); long enough that a pass slowed down by a loaded machine (parallel
+        # test workers) removes what it received before it comes back
+        self.broker = LocalBrokerFactory(
+            name=_name("sqs"), kind=self.kind, extra_options={"visibility_timeout": VISIBILITY_S}
         )
 
     def new_queue(self) -> str:
@@ -119,10 +116,7 @@ class SqsHarness:
         return url
 
     def make_dlq(self, **extra) -> DeadLetterQueue:
-        url = self.new_queue()
-        return DeadLetterQueue.objects.create(
-            broker=self.broker, name=url.rsplit("/", 1)[1], address=url, capture_mode=CaptureMode.DRAIN, **extra
-        )
+        return self.dlq_at(self.new_queue(), **extra)
 
     def fill(self, dlq: DeadLetterQueue, messages: list[Message]) -> None:
         for start in range(0, len(messages), 10):
@@ -155,7 +149,7 @@ class SqsHarness:
             self.client.delete_queue(QueueUrl=url)
 
 
-class KafkaHarness:
+class KafkaHarness(_Harness):
     kind = BrokerKind.KAFKA
     text_only = False
 
@@ -163,7 +157,7 @@ class KafkaHarness:
         self.servers = os.environ["LOCAL_KAFKA_BOOTSTRAP_SERVERS"]
         self.admin = AdminClient({"bootstrap.servers": self.servers})
         self.topics: list[str] = []
-        self.broker = Broker.objects.create(name=_name("kafka"), kind=self.kind, endpoint=self.servers)
+        self.broker = LocalBrokerFactory(name=_name("kafka"), kind=self.kind)
 
     def new_topic(self) -> str:
         name = _name("contract")
@@ -173,15 +167,7 @@ class KafkaHarness:
         return name
 
     def make_dlq(self, **extra) -> DeadLetterQueue:
-        topic = self.new_topic()
-        return DeadLetterQueue.objects.create(
-            broker=self.broker,
-            name=topic,
-            address=topic,
-            consumer_group=f"{topic}-capture",
-            capture_mode=CaptureMode.OFFSETS,
-            **extra,
-        )
+        return self.dlq_at(self.new_topic(), **extra)
 
     def fill(self, dlq: DeadLetterQueue, messages: list[Message]) -> None:
         # Tansu reports wrong watermarks for batched produce (INFRA.md): one message per batch.

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.conftest import PASSWORD
+from tests.factories import PASSWORD
 
 
 def sign_in(page: Page, base: str, username: str, password: str) -> None:

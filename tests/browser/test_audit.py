@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 from recovery.audit.export import verify_export_file
 from recovery.permissions import Role
 from tests.browser.helpers import sign_in
-from tests.conftest import PASSWORD
+from tests.factories import PASSWORD
 from tests.helpers import run_queued_jobs
 from tests.recovery.audit.helpers import record_events
 

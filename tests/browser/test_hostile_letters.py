@@ -4,7 +4,6 @@ in the lists: no script runs, no page error, the page comes back quickly, the do
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -13,10 +12,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from recovery.masking import MASK
-from recovery.models import Broker, BrokerKind, CaptureMode, DeadLetter, DeadLetterQueue, FingerprintGroup, Runbook
+from recovery.models import DeadLetter, DeadLetterQueue, Runbook
 from recovery.permissions import Role
 from tests.browser.helpers import sign_in
-from tests.conftest import PASSWORD
+from tests.factories import PASSWORD, DeadLetterFactory, DeadLetterQueueFactory, FingerprintGroupFactory
 
 # xdist_group: one pytest worker runs them all, with one Chromium
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"), pytest.mark.django_db(transaction=True)]
@@ -42,12 +41,11 @@ def _letters(dlq: DeadLetterQueue) -> dict[str, tuple[DeadLetter, bytes]]:
     }
     runbook = Runbook.objects.create(title=HOSTILE, owner=HOSTILE, body=f"{HOSTILE}\n\n[x]({PAYLOADS[4]})")
     now = datetime.now(UTC)
-    FingerprintGroup.objects.create(fingerprint="e" * 64, first_seen=now, last_seen=now, runbook=runbook)
+    FingerprintGroupFactory(fingerprint="e" * 64, first_seen=now, runbook=runbook)
     letters = {}
-    for n, (name, body) in enumerate(bodies.items()):
-        letter = DeadLetter.objects.create(
-            dlq=dlq, identity=f"kafka:orders.DLT/0/{n}", body=body, body_size=len(body),
-            content_hash=hashlib.sha256(body).hexdigest(), captured_at=now, content_type=HOSTILE,
+    for name, body in bodies.items():
+        letter = DeadLetterFactory(
+            dlq=dlq, body=body, captured_at=now, content_type=HOSTILE,
             headers={"x-evil": HOSTILE, HOSTILE: {"nested": [HOSTILE]}, "x-bytes": {"$base64": "//48c2NyaXB0Pg=="}},
             properties={HOSTILE: HOSTILE}, origin=HOSTILE, reason=HOSTILE, error_class=HOSTILE,
             error_message=HOSTILE, stack_trace=HOSTILE * 20, failure_extras={HOSTILE: HOSTILE},
@@ -72,10 +70,7 @@ def _open(page: Page, url: str) -> float:
 
 @pytest.mark.slow
 def test_hostile_letters_render_inert_and_download(page: Page, live_server, make_user, tmp_path) -> None:
-    broker = Broker.objects.create(name="b", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
-    dlq = DeadLetterQueue.objects.create(
-        broker=broker, name="orders-dlt", address="orders.DLT", consumer_group="g", capture_mode=CaptureMode.OFFSETS
-    )
+    dlq = DeadLetterQueueFactory()
     letters = _letters(dlq)
     make_user(Role.OPERATOR, username="olivia")
     sign_in(page, live_server.url, "olivia", PASSWORD)

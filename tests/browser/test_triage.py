@@ -11,18 +11,13 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from recovery.models import (
-    Broker,
-    BrokerKind,
-    CaptureMode,
     Category,
     DeadLetter,
-    DeadLetterQueue,
-    FingerprintGroup,
     ReplayPlan,
 )
 from recovery.permissions import Role
 from tests.browser.helpers import sign_in
-from tests.conftest import PASSWORD
+from tests.factories import PASSWORD, DeadLetterFactory, DeadLetterQueueFactory, FingerprintGroupFactory
 
 # xdist_group: one pytest worker runs them all, with one Chromium
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"), pytest.mark.django_db(transaction=True)]
@@ -34,26 +29,21 @@ TIMEOUTS = "ab" * 32
 
 @pytest.fixture
 def store() -> dict[str, list[DeadLetter]]:
-    broker = Broker.objects.create(name="b", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
-    dlq = DeadLetterQueue.objects.create(
-        broker=broker, name="payments-dlt", address="payments.DLT", consumer_group="g",
-        capture_mode=CaptureMode.OFFSETS, mask_headers=["x-customer"],
-    )  # fmt: skip
+    dlq = DeadLetterQueueFactory(name="payments-dlt", address="payments.DLT", mask_headers=["x-customer"])
     now = datetime.now(UTC)
 
     def letter(n: int, error_class: str, message: str, fingerprint: str) -> DeadLetter:
-        body = json.dumps({"payment": n, "email": EMAIL, "card": CARD}).encode()
-        return DeadLetter.objects.create(
-            dlq=dlq, identity=f"kafka:payments.DLT/0/{n}", body=body, body_size=len(body), content_hash=f"{n:064x}",
-            captured_at=now, headers={"x-customer": "Alice Customer"}, properties={}, error_class=error_class,
-            error_message=message, fingerprint=fingerprint, search_text=f"{error_class} {message}".lower(),
+        return DeadLetterFactory(
+            dlq=dlq, body=json.dumps({"payment": n, "email": EMAIL, "card": CARD}).encode(), captured_at=now,
+            headers={"x-customer": "Alice Customer"}, error_class=error_class, error_message=message,
+            fingerprint=fingerprint,
         )  # fmt: skip
 
     timeouts = [letter(n, "TimeoutError", f"card service timed out after {n}00 ms", TIMEOUTS) for n in range(3)]
     poison = [letter(n, "JSONDecodeError", "Expecting value: line 1", "cd" * 32) for n in range(3, 5)]
-    FingerprintGroup.objects.create(
+    FingerprintGroupFactory(
         fingerprint=TIMEOUTS, error_class="TimeoutError", message_pattern="card service timed out after <n> ms",
-        letter_count=3, first_seen=now, last_seen=now, dlq_ids=[dlq.pk], sample=timeouts[0],
+        letter_count=3, first_seen=now, dlq_ids=[dlq.pk], sample=timeouts[0],
     )  # fmt: skip
     return {"timeouts": timeouts, "poison": poison}
 

@@ -19,24 +19,25 @@ from recovery.masking import MASK
 from recovery.models import (
     AuditAction,
     AuditEvent,
-    Broker,
-    BrokerKind,
-    CaptureMode,
     CapturePass,
     CaptureTrigger,
     Category,
-    ClassificationRule,
     ClassificationSource,
     DeadLetter,
     DeadLetterQueue,
     Disposition,
-    FingerprintGroup,
     Runbook,
     TriageAction,
     TriageActionItem,
     TriageActionKind,
 )
 from recovery.permissions import UNMASK_GROUP, Role
+from tests.factories import (
+    ClassificationRuleFactory,
+    DeadLetterFactory,
+    DeadLetterQueueFactory,
+    FingerprintGroupFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -47,29 +48,18 @@ SECRETS = [
 
 
 @pytest.fixture
-def dlq() -> DeadLetterQueue:
-    broker = Broker.objects.create(name="b", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
-    return DeadLetterQueue.objects.create(
-        broker=broker, name="orders-dlt", address="orders.DLT", consumer_group="g", capture_mode=CaptureMode.OFFSETS,
-        mask_json_paths=["$.customer.name"], mask_headers=["Authorization"],
-    )  # fmt: skip
-
-
-def _letter(dlq: DeadLetterQueue, body: bytes = b"", **fields) -> DeadLetter:
-    defaults = dict(
-        identity=f"kafka:orders.DLT/0/{DeadLetter.objects.count()}", body=body, body_size=len(body),
-        content_hash="0" * 64, captured_at=datetime.now(UTC), headers={}, properties={},
-    )  # fmt: skip
-    defaults.update(fields)
-    return DeadLetter.objects.create(dlq=dlq, **defaults)
+def dlq(db) -> DeadLetterQueue:
+    return DeadLetterQueueFactory(
+        name="orders-dlt", mask_json_paths=["$.customer.name"], mask_headers=["Authorization"]
+    )
 
 
 @pytest.fixture
 def letter(dlq: DeadLetterQueue) -> DeadLetter:
     body = {"customer": {"name": "Alice Liddell", "email": "alice@example.com"}, "card": "4111 1111 1111 1111"}
-    return _letter(
-        dlq,
-        json.dumps(body).encode(),
+    return DeadLetterFactory(
+        dlq=dlq,
+        body=json.dumps(body).encode(),
         headers={"Authorization": "Bearer top-secret-token", "x-note": "mail bob@example.org", "x-n": {"k": [1]}},
         properties={"reply_to": "carol@example.net"},
         error_class="PaymentDeclined",
@@ -146,7 +136,7 @@ def test_json_is_pretty_printed_and_headers_are_a_table(client_for, letter) -> N
 
 
 def test_a_binary_body_is_shown_as_a_hex_view(client_for, dlq) -> None:
-    letter = _letter(dlq, b"\x00\x01\xffABC<script>x</script>" + bytes(range(256)) * 20)
+    letter = DeadLetterFactory(dlq=dlq, body=b"\x00\x01\xffABC<script>x</script>" + bytes(range(256)) * 20)
     html = client_for(Role.VIEWER).get(reverse("letter-detail", args=[letter.pk])).content.decode()
     assert "Shown as binary (hex view of the first 4 KiB), truncated" in html
     assert "00000000  00 01 ff 41 42 43 3c 73  63 72 69 70 74 3e 78 3c  |...ABC&lt;script&gt;x&lt;|" in html
@@ -156,7 +146,7 @@ def test_a_binary_body_is_shown_as_a_hex_view(client_for, dlq) -> None:
 
 def test_a_large_body_is_truncated_for_display_and_whole_in_the_download(client_for, dlq) -> None:
     body = json.dumps([{"n": i, "mail": f"user{i}@example.com"} for i in range(20_000)]).encode()
-    letter = _letter(dlq, body)
+    letter = DeadLetterFactory(dlq=dlq, body=body)
     client = client_for(Role.VIEWER)
     html = client.get(reverse("letter-detail", args=[letter.pk])).content.decode()
     assert "Shown as json, truncated, masked" in html and len(html) < 200_000
@@ -166,8 +156,8 @@ def test_a_large_body_is_truncated_for_display_and_whole_in_the_download(client_
 
 
 def test_a_body_too_deep_to_locate_its_masked_paths_is_withheld(client_for, dlq) -> None:
-    letter = _letter(
-        dlq, ('{"customer": {"name": "Alice Liddell"}, "x": ' + "[" * 10_000 + "]" * 10_000 + "}").encode()
+    letter = DeadLetterFactory(
+        dlq=dlq, body=('{"customer": {"name": "Alice Liddell"}, "x": ' + "[" * 10_000 + "]" * 10_000 + "}").encode()
     )
     client = client_for(Role.VIEWER)
     html = client.get(reverse("letter-detail", args=[letter.pk])).content.decode()
@@ -183,16 +173,13 @@ def test_the_dlq_page_masks_the_letters_table(client_for, letter) -> None:
 def _classified(dlq: DeadLetterQueue) -> DeadLetter:
     rule_book = Runbook.objects.create(title="Payment declines", owner="payments", body="Call **payments**.")
     group_book = Runbook.objects.create(title="Group notes", body="<script>window.__pwned=1</script> see `x`")
-    rule = ClassificationRule.objects.create(
-        position=1, name="declines are business", category=Category.BUSINESS, disposition=Disposition.HOLD,
-        runbook=rule_book,
-    )  # fmt: skip
+    rule = ClassificationRuleFactory(name="declines are business", category=Category.BUSINESS, runbook=rule_book)
     now = datetime.now(UTC)
-    FingerprintGroup.objects.create(fingerprint="f" * 64, first_seen=now, last_seen=now, runbook=group_book)
-    original = _letter(dlq, b"{}")
+    FingerprintGroupFactory(fingerprint="f" * 64, runbook=group_book)
+    original = DeadLetterFactory(dlq=dlq)
     capture = CapturePass.objects.create(dlq=dlq, trigger=CaptureTrigger.SCHEDULER, state="succeeded")
-    return _letter(
-        dlq, b"{}", fingerprint="f" * 64, category=Category.BUSINESS, disposition=Disposition.DISCARD,
+    return DeadLetterFactory(
+        dlq=dlq, fingerprint="f" * 64, category=Category.BUSINESS, disposition=Disposition.DISCARD,
         classified_by=ClassificationSource.RULE, rule=rule, classified_at=now, duplicate_of=original,
         expires_at=now + timedelta(hours=5), discarded_at=now, discard_reason="refunded by hand", capture_pass=capture,
     )  # fmt: skip
@@ -225,14 +212,14 @@ def test_classification_runbooks_and_timeline_are_shown(client_for, dlq) -> None
 
 
 def test_an_expired_letter_says_so(client_for, dlq) -> None:
-    letter = _letter(dlq, b"x", expires_at=datetime.now(UTC) - timedelta(minutes=1))
+    letter = DeadLetterFactory(dlq=dlq, body=b"x", expires_at=datetime.now(UTC) - timedelta(minutes=1))
     assert "expired (" in client_for(Role.VIEWER).get(reverse("letter-detail", args=[letter.pk])).content.decode()
 
 
 def test_the_page_reads_a_fixed_number_of_queries_whatever_the_history(client_for, dlq) -> None:
     client = client_for(Role.VIEWER)
     quiet = _classified(dlq)
-    busy = _letter(dlq, b"{}", fingerprint=quiet.fingerprint, rule=quiet.rule, capture_pass=quiet.capture_pass)
+    busy = DeadLetterFactory(dlq=dlq, fingerprint=quiet.fingerprint, rule=quiet.rule, capture_pass=quiet.capture_pass)
     _triage(busy, 25)
     client.get(reverse("letter-detail", args=[quiet.pk]))  # the session and user, loaded once
     counts = []

@@ -4,33 +4,16 @@ rendered safely (invariant 10)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import pytest
 from django.test import Client
 from django.urls import reverse
 
-from recovery.models import Broker, BrokerKind, CaptureMode, DeadLetter, DeadLetterQueue, DeadLetterState
+from recovery.models import Broker, BrokerKind, DeadLetterQueue, DeadLetterState
 from recovery.permissions import Role
+from tests.factories import BrokerFactory, DeadLetterFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def dlq() -> DeadLetterQueue:
-    broker = Broker.objects.create(name="b", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
-    return DeadLetterQueue.objects.create(
-        broker=broker, name="orders-dlt", address="orders.DLT", consumer_group="g", capture_mode=CaptureMode.OFFSETS
-    )
-
-
-def _letter(dlq: DeadLetterQueue, body: bytes, **fields) -> DeadLetter:
-    defaults = dict(
-        identity=f"kafka:orders.DLT/0/{DeadLetter.objects.count()}", body=body, body_size=len(body),
-        content_hash="0" * 64, captured_at=datetime.now(UTC), headers={}, properties={},
-    )  # fmt: skip
-    defaults.update(fields)
-    return DeadLetter.objects.create(dlq=dlq, **defaults)
 
 
 SCRIPT = "<script>alert(1)</script>"
@@ -47,8 +30,8 @@ SCRIPT = "<script>alert(1)</script>"
     ids=["json", "text", "binary", "deep-json"],
 )
 def test_hostile_letters_render_escaped(client_for, dlq, body: bytes, kind: str) -> None:
-    letter = _letter(
-        dlq, body, headers={"x-note": SCRIPT, SCRIPT: {"$base64": "//4="}}, error_message=SCRIPT, origin=SCRIPT
+    letter = DeadLetterFactory(
+        dlq=dlq, body=body, headers={"x-note": SCRIPT, SCRIPT: {"$base64": "//4="}}, error_message=SCRIPT, origin=SCRIPT
     )
     response = client_for(Role.VIEWER).get(reverse("letter-detail", args=[letter.pk]))
     html = response.content.decode()
@@ -59,7 +42,7 @@ def test_hostile_letters_render_escaped(client_for, dlq, body: bytes, kind: str)
 
 def test_a_large_body_is_truncated_with_a_download_link(client_for, dlq) -> None:
     body = b"x" * (10 * 1024 * 1024)
-    letter = _letter(dlq, body)
+    letter = DeadLetterFactory(dlq=dlq, body=body)
     client = client_for(Role.VIEWER)
     html = client.get(reverse("letter-detail", args=[letter.pk])).content.decode()
     assert "truncated" in html and len(html) < 200_000
@@ -70,13 +53,13 @@ def test_a_large_body_is_truncated_with_a_download_link(client_for, dlq) -> None
 
 
 def test_an_oversize_letter_says_it_stayed_on_the_broker(client_for, dlq) -> None:
-    letter = _letter(dlq, b"", body_size=20 * 1024 * 1024, state=DeadLetterState.OVERSIZE)
+    letter = DeadLetterFactory(dlq=dlq, body=b"", body_size=20 * 1024 * 1024, state=DeadLetterState.OVERSIZE)
     html = client_for(Role.VIEWER).get(reverse("letter-detail", args=[letter.pk])).content.decode()
     assert "stays on the broker" in html
 
 
 def test_the_overview_counts_dlqs_and_the_letters_page_shows_their_failure(client_for, dlq) -> None:
-    _letter(dlq, b"{}", origin="kafka:orders", error_class="java.net.SocketTimeoutException")
+    DeadLetterFactory(dlq=dlq, origin="kafka:orders", error_class="java.net.SocketTimeoutException")
     client = client_for(Role.VIEWER)
     html = client.get(reverse("overview")).content.decode()
     assert 'data-dlq="orders-dlt"' in html and 'data-count="1"' in html
@@ -152,7 +135,7 @@ def test_dlq_validation_gives_clear_errors(client_for, dlq, data, message) -> No
 
 
 def test_an_sqs_dlq_needs_a_queue_url(client_for) -> None:
-    broker = Broker.objects.create(name="s", kind=BrokerKind.SQS, endpoint="http://127.0.0.1:1")
+    broker = BrokerFactory(kind=BrokerKind.SQS)
     form = {"broker": broker.pk, "name": "q", "address": "orders-dlq", "capture_mode": "drain",
             "capture_interval": 60, "capture_batch_size": 10, "sources": "[]", "header_mapping": "{}"}  # fmt: skip
     html = client_for(Role.ADMIN).post(reverse("dlq-new"), form).content.decode()
@@ -160,6 +143,6 @@ def test_an_sqs_dlq_needs_a_queue_url(client_for) -> None:
 
 
 def test_anonymous_users_cannot_download_bodies(dlq) -> None:
-    letter = _letter(dlq, b"secret payload")
+    letter = DeadLetterFactory(dlq=dlq, body=b"secret payload")
     response = Client().get(reverse("letter-body", args=[letter.pk]))
     assert response.status_code == 302 and b"secret payload" not in response.content

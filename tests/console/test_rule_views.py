@@ -4,8 +4,6 @@ error naming the condition."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -13,14 +11,11 @@ from django.urls import reverse
 from recovery.models import (
     AuditAction,
     AuditEvent,
-    Broker,
-    BrokerKind,
     ClassificationRule,
-    DeadLetter,
-    DeadLetterQueue,
     TriageJob,
 )
 from recovery.permissions import Role
+from tests.factories import ClassificationRuleFactory, DeadLetterFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -29,22 +24,9 @@ NOT_ADMIN = [Role.VIEWER, Role.OPERATOR, Role.APPROVER]
 
 @pytest.fixture
 def rule() -> ClassificationRule:
-    return ClassificationRule.objects.create(
+    return ClassificationRuleFactory(
         name="timeouts", position=10, category="transient", disposition="replay",
         conditions=[{"field": "error_class", "op": "regex", "value": "(?i)timeout"}],
-    )  # fmt: skip
-
-
-@pytest.fixture
-def dlq() -> DeadLetterQueue:
-    broker = Broker.objects.create(name="b", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
-    return DeadLetterQueue.objects.create(broker=broker, name="orders-dlt", address="orders.DLT", consumer_group="g")
-
-
-def _letter(dlq: DeadLetterQueue, n: int, **fields) -> DeadLetter:
-    return DeadLetter.objects.create(
-        dlq=dlq, identity=f"k:{n}", body=b"{}", body_size=2, content_hash=f"{n:064x}", captured_at=datetime.now(UTC),
-        **fields,
     )  # fmt: skip
 
 
@@ -157,8 +139,8 @@ def test_a_refused_form_keeps_the_rows_as_typed(client_for) -> None:
 
 
 def test_preview_counts_and_samples_before_saving(client_for, dlq) -> None:
-    hits = [_letter(dlq, n, error_class="java.net.SocketTimeoutException") for n in range(2)]
-    _letter(dlq, 9, error_class="KeyError")
+    hits = [DeadLetterFactory(dlq=dlq, error_class="java.net.SocketTimeoutException") for _ in range(2)]
+    DeadLetterFactory(dlq=dlq, error_class="KeyError")
     data = _rows(("error_class", "regex", "", "(?i)timeout"))
     response = client_for(Role.ADMIN).post(reverse("rule-preview"), data)
     html = response.content.decode()
@@ -176,7 +158,7 @@ def test_preview_shows_bad_input_as_an_error(client_for) -> None:
 
 def test_move_toggle_delete_install_and_reclassify(client_for, rule) -> None:
     client = client_for(Role.ADMIN)
-    other = ClassificationRule.objects.create(name="other", position=20, category="poison", disposition="hold")
+    other = ClassificationRuleFactory(name="other", position=20, category="poison")
     assert client.post(reverse("rule-move", args=[other.pk]), {"direction": "up"}).status_code == 302
     assert list(ClassificationRule.objects.values_list("name", flat=True)) == ["other", "timeouts"]
     client.post(reverse("rule-toggle", args=[rule.pk]))
@@ -194,9 +176,8 @@ def test_move_toggle_delete_install_and_reclassify(client_for, rule) -> None:
 
 
 def test_names_and_conditions_are_escaped(client_for) -> None:
-    ClassificationRule.objects.create(
-        name="<script>alert(1)</script>", position=1, category="unknown", disposition="hold",
-        conditions=[{"field": "origin", "op": "eq", "value": "<script>x</script>"}],
-    )  # fmt: skip
+    ClassificationRuleFactory(
+        name="<script>alert(1)</script>", conditions=[{"field": "origin", "op": "eq", "value": "<script>x</script>"}]
+    )
     html = client_for(Role.VIEWER).get(reverse("rules")).content.decode()
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html

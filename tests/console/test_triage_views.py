@@ -4,52 +4,27 @@ crashed on."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from django.test import Client
 from django.urls import reverse
 
 from recovery.models import (
-    Broker,
-    BrokerKind,
-    CaptureMode,
     DeadLetter,
-    DeadLetterQueue,
     DeadLetterState,
-    FingerprintGroup,
     ReplayPlan,
     Runbook,
 )
 from recovery.permissions import Role
+from tests.factories import DeadLetterFactory, FingerprintGroupFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def letters() -> list[DeadLetter]:
-    broker = Broker.objects.create(name="b", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
-    dlq = DeadLetterQueue.objects.create(
-        broker=broker, name="orders-dlt", address="orders.DLT", consumer_group="g", capture_mode=CaptureMode.OFFSETS
-    )
-    out = []
-    for n in range(3):
-        out.append(
-            DeadLetter.objects.create(
-                dlq=dlq,
-                identity=f"kafka:o/0/{n}",
-                body=b"{}",
-                body_size=2,
-                content_hash="0" * 64,
-                captured_at=datetime.now(UTC),
-                error_class="TimeoutError",
-                error_message=f"timeout {n}",
-                fingerprint="ab" * 32,
-                search_text=f"timeouterror timeout {n}",
-            )  # fmt: skip
-        )
-    FingerprintGroup.objects.create(
-        fingerprint="ab" * 32, error_class="TimeoutError", message_pattern="timeout <n>", letter_count=3,
+def letters(dlq) -> list[DeadLetter]:
+    out = DeadLetterFactory.create_batch(3, dlq=dlq, timed_out=True, fingerprint="ab" * 32)
+    FingerprintGroupFactory(
+        fingerprint="ab" * 32, error_class="TimeoutError", message_pattern="timed out after <n> ms", letter_count=3,
         first_seen=out[0].captured_at, last_seen=out[-1].captured_at, dlq_ids=[dlq.pk], sample=out[0],
     )  # fmt: skip
     return out

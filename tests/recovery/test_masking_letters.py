@@ -4,33 +4,28 @@ and a mask the masker could not apply is refused."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from django.contrib.auth.models import Group
 
 from recovery.brokers.services import dlq_save
 from recovery.errors import InvalidInput
 from recovery.masking import MASK, letter_masker, mask_letter, masker_for
-from recovery.models import AuditAction, AuditEvent, Broker, BrokerKind, DeadLetter, DeadLetterQueue
+from recovery.models import AuditAction, AuditEvent, BrokerKind, DeadLetter, DeadLetterQueue
 from recovery.permissions import UNMASK_GROUP, Role
+from tests.factories import BrokerFactory, DeadLetterFactory, DeadLetterQueueFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def dlqs() -> list[DeadLetterQueue]:
-    broker = Broker.objects.create(name="r", kind=BrokerKind.RABBITMQ, endpoint="amqp://127.0.0.1:1/")
-    return [
-        DeadLetterQueue.objects.create(broker=broker, name=f"q{i}", address=f"q{i}", mask_headers=["x-secret"])
-        for i in range(2)
-    ]
+    broker = BrokerFactory(kind=BrokerKind.RABBITMQ)
+    return DeadLetterQueueFactory.create_batch(2, broker=broker, mask_headers=["x-secret"])
 
 
 def _letter(dlq: DeadLetterQueue, n: int) -> DeadLetter:
-    return DeadLetter.objects.create(
-        dlq=dlq, identity=f"id-{n}", body=b"mail alice@example.com", body_size=22, content_hash="0" * 64,
-        captured_at=datetime.now(UTC), error_message=f"failed for user{n}@example.com",
+    return DeadLetterFactory(
+        dlq=dlq, body=b"mail alice@example.com", error_message=f"failed for user{n}@example.com",
         stack_trace="at erin@example.com", headers={"x-secret": "s3cr3t", "x-ok": "fine"},
     )  # fmt: skip
 

@@ -13,7 +13,7 @@ from recovery.audit.services import audit_checkpoint_record, audit_record
 from recovery.audit.verification import verify_chain
 from recovery.models import AuditAction, AuditCheckpoint, AuditEvent
 from recovery.permissions import Role
-from tests.conftest import PASSWORD
+from tests.factories import PASSWORD
 from tests.recovery.audit.helpers import record_events, sql
 
 pytestmark = pytest.mark.django_db

@@ -10,19 +10,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from recovery.classification.services import default_rules_install, letters_classify
-from recovery.models import BrokerKind, ClassificationRule, DeadLetter, FingerprintGroup
+from recovery.models import BrokerKind, DeadLetter, FingerprintGroup
+from tests.factories import ClassificationRuleFactory, DeadLetterQueueFactory
 
 pytestmark = pytest.mark.django_db
 
 
-def _rule(name: str, conditions: list, category: str = "transient", disposition: str = "replay", position: int = 10):
-    return ClassificationRule.objects.create(
-        name=name, position=position, conditions=conditions, category=category, disposition=disposition
-    )
-
-
 def test_a_new_letter_gets_fingerprint_search_text_and_rule_outcome(make_letter) -> None:
-    rule = _rule("timeouts", [{"field": "error_class", "op": "regex", "value": "(?i)timeout"}])
+    rule = ClassificationRuleFactory(
+        conditions=[{"field": "error_class", "op": "regex", "value": "(?i)timeout"}], category="transient",
+        disposition="replay",
+    )  # fmt: skip
     hit = make_letter(error_class="java.net.SocketTimeoutException", error_message="Read timed out after 30 s",
                       body=b'{"Order": 7}')  # fmt: skip
     miss = make_letter(error_class="com.acme.Weird", error_message="odd", body=b"\xff\xfe binary")
@@ -40,8 +38,8 @@ def test_a_new_letter_gets_fingerprint_search_text_and_rule_outcome(make_letter)
     assert miss.search_text == "com.acme.weird\nodd"  # a body that is not UTF-8 is not searched
 
 
-def test_it_is_idempotent_and_counts_each_letter_once_in_its_group(make_dlq, make_letter) -> None:
-    other = make_dlq(BrokerKind.SQS)
+def test_it_is_idempotent_and_counts_each_letter_once_in_its_group(make_letter) -> None:
+    other = DeadLetterQueueFactory(broker__kind=BrokerKind.SQS)
     letters = [make_letter(error_class="KeyError", error_message=f"order {n} has no 'sku'", body=b"%d" % n)
                for n in range(3)]  # fmt: skip
     letters.append(make_letter(target=other, error_class="KeyError", error_message="order 99 has no 'qty'", body=b"9"))
@@ -70,8 +68,8 @@ def test_groups_add_up_across_calls(make_letter) -> None:
     assert group.letter_count == 2 and group.sample_id == first.pk and group.last_seen == later.captured_at
 
 
-def test_the_same_body_from_the_same_origin_is_a_duplicate_of_the_first(make_dlq, make_letter) -> None:
-    _rule("everything", [], "business", "hold")
+def test_the_same_body_from_the_same_origin_is_a_duplicate_of_the_first(make_letter) -> None:
+    ClassificationRuleFactory(category="business")  # matches everything
     first = make_letter(body=b'{"order": 1}', origin="kafka:orders")
     letters_classify(letter_ids=[first.pk])
     again = make_letter(body=b'{"order": 1}', origin="kafka:orders")
@@ -99,11 +97,11 @@ def test_duplicates_within_one_batch_point_at_the_earliest(make_letter) -> None:
     assert [DeadLetter.objects.get(pk=x.pk).duplicate_of_id for x in letters] == [None, letters[0].pk, letters[0].pk]
 
 
-def test_expiry_is_computed_per_broker(make_dlq, make_letter) -> None:
+def test_expiry_is_computed_per_broker(make_letter) -> None:
     sent = datetime(2024, 5, 1, tzinfo=UTC)
-    sqs = make_dlq(BrokerKind.SQS, retention_seconds=4 * 86400)
-    rabbit = make_dlq(BrokerKind.RABBITMQ, retention_seconds=3600)
-    kafka = make_dlq(BrokerKind.KAFKA)  # retention unknown
+    sqs = DeadLetterQueueFactory(broker__kind=BrokerKind.SQS, retention_seconds=4 * 86400)
+    rabbit = DeadLetterQueueFactory(broker__kind=BrokerKind.RABBITMQ, retention_seconds=3600)
+    kafka = DeadLetterQueueFactory(broker__kind=BrokerKind.KAFKA)  # retention unknown
     a = make_letter(target=sqs, properties={"SentTimestamp": str(int(sent.timestamp() * 1000))})
     b = make_letter(target=rabbit, headers={"x-death": [{"time": sent.isoformat(), "reason": "rejected"}]}, body=b"1")
     c = make_letter(target=kafka, properties={"timestamp": int(sent.timestamp() * 1000)}, body=b"2")
@@ -113,8 +111,8 @@ def test_expiry_is_computed_per_broker(make_dlq, make_letter) -> None:
     assert DeadLetter.objects.get(pk=c.pk).expires_at is None
 
 
-def test_limit_and_dlq_narrow_the_backlog(make_dlq, make_letter) -> None:
-    other = make_dlq()
+def test_limit_and_dlq_narrow_the_backlog(make_letter) -> None:
+    other = DeadLetterQueueFactory()
     mine = [make_letter(body=b"%d" % n) for n in range(3)]
     theirs = make_letter(target=other, body=b"x")
     assert letters_classify(limit=2).classified == 2
@@ -132,7 +130,9 @@ def test_letters_classified_by_hand_are_left_alone(make_letter) -> None:
 
 def test_hostile_letters_are_classified_without_crashing(make_letter) -> None:
     default_rules_install(actor="test")
-    _rule("needs the body", [{"field": "body_json", "path": "$.a[0]", "op": "exists"}], position=1)
+    ClassificationRuleFactory(
+        name="needs the body", position=1, conditions=[{"field": "body_json", "path": "$.a[0]", "op": "exists"}]
+    )
     hostile = [
         make_letter(body=b"[" * 10_000 + b"]" * 10_000, content_type="application/json"),
         make_letter(body=b"\xff\x00\xfe" * 1000, content_type="text/plain", headers={"<script>": {"$base64": "//4="}}),

@@ -10,6 +10,7 @@ import pytest
 from recovery.classification.selectors import rule_order_moved, rule_preview
 from recovery.errors import InvalidInput
 from recovery.models import ClassificationRule
+from tests.factories import ClassificationRuleFactory, DeadLetterQueueFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -52,8 +53,8 @@ def test_the_prefilter_keeps_every_match(make_letter, condition) -> None:
     assert [x.pk for x in preview.sample] == [match.pk]
 
 
-def test_it_filters_by_dlq(make_dlq, make_letter) -> None:
-    other = make_dlq()
+def test_it_filters_by_dlq(make_letter) -> None:
+    other = DeadLetterQueueFactory()
     mine = make_letter(target=other)
     make_letter()
     assert [x.pk for x in rule_preview(conditions=[{"field": "dlq", "op": "in", "value": [other.pk]}]).sample] == [
@@ -62,11 +63,11 @@ def test_it_filters_by_dlq(make_dlq, make_letter) -> None:
 
 
 def test_it_counts_what_an_earlier_rule_takes_first(make_letter) -> None:
-    ClassificationRule.objects.create(
+    ClassificationRuleFactory(
         name="earlier", position=10, category="transient", disposition="replay",
         conditions=[{"field": "error_message", "op": "regex", "value": "read"}],
     )  # fmt: skip
-    later = ClassificationRule.objects.create(name="later", position=20, category="poison", disposition="hold")
+    later = ClassificationRuleFactory(name="later", position=20, category="poison")
     make_letter(error_class="Timeout", error_message="read timed out")
     make_letter(error_class="Timeout", error_message="connect timed out")
     conditions = [{"field": "error_class", "op": "eq", "value": "Timeout"}]
@@ -89,10 +90,7 @@ def test_bad_conditions_are_an_error() -> None:
 
 
 def test_moving_a_rule() -> None:
-    rules = [
-        ClassificationRule.objects.create(name=n, position=p, category="unknown", disposition="hold")
-        for n, p in (("a", 10), ("b", 20), ("c", 30))
-    ]
+    rules = [ClassificationRuleFactory(name=n, position=p) for n, p in (("a", 10), ("b", 20), ("c", 30))]
     a, b, c = (r.pk for r in rules)
     assert rule_order_moved(rule=rules[2], offset=-1) == [a, c, b]
     assert rule_order_moved(rule=rules[0], offset=-1) == [a, b, c]

@@ -11,8 +11,9 @@ from django.urls import reverse
 from recovery.brokers.services import local_brokers_configure
 from recovery.health.selectors import health_report
 from recovery.health.services import worker_heartbeat_record
-from recovery.models import Broker, BrokerKind
+from recovery.models import BrokerKind
 from recovery.permissions import Role
+from tests.factories import BrokerFactory
 from tests.helpers import private_redis, wait_until
 from tests.recovery.test_job_backends import CELERY_WORKER, VENV_BIN, _process
 
@@ -67,11 +68,9 @@ def test_killing_redis_turns_its_row_red_and_the_page_still_renders(client_for, 
 
 @pytest.mark.django_db
 def test_an_unreachable_broker_shows_the_error(client_for) -> None:
-    Broker.objects.create(name="gone-rabbit", kind=BrokerKind.RABBITMQ, endpoint="amqp://127.0.0.1:1/%2F")
-    Broker.objects.create(name="gone-kafka", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
-    Broker.objects.create(
-        name="gone-sqs", kind=BrokerKind.SQS, endpoint="http://127.0.0.1:1", credentials_ref="env:LOCAL_SQS"
-    )
+    BrokerFactory(name="gone-rabbit", kind=BrokerKind.RABBITMQ)
+    BrokerFactory(name="gone-kafka", kind=BrokerKind.KAFKA)
+    BrokerFactory(name="gone-sqs", kind=BrokerKind.SQS, credentials_ref="env:LOCAL_SQS")
     html = client_for(Role.VIEWER).get(reverse("health-rows")).content.decode()
     for name, kind in [("gone-rabbit", "RabbitMQ"), ("gone-kafka", "Kafka"), ("gone-sqs", "Amazon SQS")]:
         row = _row(html, f"{name} ({kind})")
@@ -81,7 +80,7 @@ def test_an_unreachable_broker_shows_the_error(client_for) -> None:
 
 @pytest.mark.django_db
 def test_a_disabled_broker_is_not_probed() -> None:
-    Broker.objects.create(name="off", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1", enabled=False)
+    BrokerFactory(name="off", enabled=False)
     assert not [c for c in health_report() if c.name.startswith("off ")]
 
 
@@ -105,12 +104,7 @@ def test_every_job_queue_is_shown_and_red_without_a_worker(test_redis, settings)
 def test_missing_broker_credentials_are_named_without_a_secret(monkeypatch) -> None:
     monkeypatch.delenv("NOPE_USERNAME", raising=False)
     monkeypatch.delenv("NOPE_PASSWORD", raising=False)
-    Broker.objects.create(
-        name="no-creds",
-        kind=BrokerKind.RABBITMQ,
-        endpoint="amqp://127.0.0.1:1/%2F",
-        credentials_ref="env:NOPE",
-    )
+    BrokerFactory(name="no-creds", kind=BrokerKind.RABBITMQ, credentials_ref="env:NOPE")
     check = _by_name(health_report())["no-creds (RabbitMQ)"]
     assert not check.ok
     assert "NOPE_USERNAME" in check.error
@@ -118,7 +112,7 @@ def test_missing_broker_credentials_are_named_without_a_secret(monkeypatch) -> N
 
 @pytest.mark.django_db
 def test_sqs_without_credentials_says_so() -> None:
-    Broker.objects.create(name="anon-sqs", kind=BrokerKind.SQS, endpoint="http://127.0.0.1:1")
+    BrokerFactory(name="anon-sqs", kind=BrokerKind.SQS)
     check = _by_name(health_report())["anon-sqs (Amazon SQS)"]
     assert not check.ok and "credentials" in check.error
 

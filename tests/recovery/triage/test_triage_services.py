@@ -13,7 +13,6 @@ from recovery.models import (
     DeadLetter,
     DeadLetterState,
     Disposition,
-    FingerprintGroup,
     JobState,
     TriageActionItem,
     TriageJob,
@@ -27,6 +26,7 @@ from recovery.triage.services import (
     runbook_save,
     triage_bulk_run,
 )
+from tests.factories import FingerprintGroupFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -136,9 +136,7 @@ def test_runbooks_are_audited_and_refuse_non_http_links(make_user, make_letter) 
                            links=[{"title": "dashboard", "url": "https://grafana.example/d/1"}])  # fmt: skip
     runbook_save(actor=operator, runbook=runbook, title="Payments timeouts", owner="team-payments")
     letter = make_letter(fingerprint="cd" * 32)
-    group = FingerprintGroup.objects.create(
-        fingerprint="cd" * 32, letter_count=1, first_seen=letter.captured_at, last_seen=letter.captured_at
-    )
+    group = FingerprintGroupFactory(fingerprint="cd" * 32, letter_count=1, first_seen=letter.captured_at)
     group_runbook_set(actor=operator, group=group, runbook=runbook)
     group.refresh_from_db()
     assert group.runbook == runbook
