@@ -18,19 +18,12 @@ from recovery.brokers.registry import adapter_for
 from recovery.capture.services import capture_pass_request, capture_pass_run
 from recovery.capture.store import dead_letters_upsert
 from recovery.models import AuditEvent, CapturePass, CaptureTrigger, DeadLetter, DeadLetterState, JobState
-from tests.brokers.harness import HARNESSES, VISIBILITY_S
+from tests.brokers.harness import VISIBILITY_S
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture(params=sorted(HARNESSES))
-def harness(request):
-    made = HARNESSES[request.param]()
-    yield made
-    made.cleanup()
 
 
 def _messages(harness, count: int, *, prefix: str = "m") -> list[tuple[bytes, dict[str, str]]]:

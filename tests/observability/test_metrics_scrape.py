@@ -19,13 +19,12 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from recovery.capture.services import capture_pass_request
-from recovery.models import CaptureMode, DeadLetter, DeadLetterQueue, Disposition, ReplayRun, RunState
+from recovery.models import DeadLetter, Disposition, ReplayRun, RunState
 from recovery.observability import multiproc
 from recovery.observability.depth import dlq_depth_reading_due, dlq_depths_record
 from recovery.permissions import Role
 from recovery.triage.filters import LetterFilter
 from recovery.triage.services import letters_triage
-from tests.brokers.harness import RabbitHarness
 from tests.recovery.replay.helpers import approved_plan, start
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -59,13 +58,6 @@ def _scrape(settings) -> dict[tuple[str, frozenset], float]:
     }
 
 
-@pytest.fixture
-def rabbit(db):
-    made = RabbitHarness()
-    yield made
-    made.cleanup()
-
-
 def test_a_scrape_counts_a_capture_a_run_and_the_replays_that_came_back(
     rabbit, make_user, settings, test_redis
 ) -> None:
@@ -86,8 +78,7 @@ def test_a_scrape_counts_a_capture_a_run_and_the_replays_that_came_back(
     assert ReplayRun.objects.get(pk=run.pk).state == RunState.VERIFIED
 
     # The target's consumer failed every replayed message: its queue is now a DLQ of its own.
-    back = DeadLetterQueue.objects.create(broker=rabbit.broker, name=target.routing_key,
-                                          address=target.routing_key, capture_mode=CaptureMode.DRAIN)  # fmt: skip
+    back = rabbit.dlq_at(target.routing_key)
     capture_pass_request(actor=operator, dlq=back)
     logs += _burst_worker()
 

@@ -9,35 +9,14 @@ from __future__ import annotations
 import pytest
 
 from recovery.capture.services import capture_pass_request, capture_pass_run
-from recovery.models import CaptureMode, CaptureTrigger, DeadLetter, DeadLetterQueue, PlanItem, ReplayRun, RunState
+from recovery.models import CaptureTrigger, DeadLetter, PlanItem, ReplayRun, RunState
 from recovery.observability.replay import run_span_context
 from recovery.observability.tracing import parse_traceparent
-from tests.brokers.harness import HARNESSES, KafkaHarness, SqsHarness
 from tests.helpers import JobRunner, wait_until
 from tests.recovery.replay.helpers import approved_plan, captured_letters, start
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 LETTERS = 12
-
-
-@pytest.fixture(params=sorted(HARNESSES))
-def harness(request):
-    made = HARNESSES[request.param]()
-    yield made
-    made.cleanup()
-
-
-def _dlq_on_target(harness, target) -> DeadLetterQueue:
-    """The replay target seen as a DLQ: its consumer failed every replayed message."""
-    if isinstance(harness, SqsHarness):
-        return DeadLetterQueue.objects.create(broker=harness.broker, name=target.name.rsplit("/", 1)[1],
-                                              address=target.name, capture_mode=CaptureMode.DRAIN)  # fmt: skip
-    if isinstance(harness, KafkaHarness):
-        return DeadLetterQueue.objects.create(broker=harness.broker, name=target.name, address=target.name,
-                                              consumer_group=f"{target.name}-capture",
-                                              capture_mode=CaptureMode.OFFSETS)  # fmt: skip
-    return DeadLetterQueue.objects.create(broker=harness.broker, name=target.routing_key,
-                                          address=target.routing_key, capture_mode=CaptureMode.DRAIN)  # fmt: skip
 
 
 def _run_jobs_until(predicate) -> None:
@@ -76,7 +55,7 @@ def test_a_run_is_one_trace_carried_by_every_replayed_message(harness, make_user
     # The target's consumer failed them all: capture them back from the target, each with the
     # traceparent it carried there, read from the real broker.
     spans.clear()
-    back = _dlq_on_target(harness, target)
+    back = harness.dlq_at(target.routing_key or target.name)  # RabbitMQ: the queue the default exchange routes to
     capture_pass_run(pass_id=capture_pass_request(actor="cli:test", dlq=back, trigger=CaptureTrigger.CLI).pk)
     returned = list(DeadLetter.objects.filter(dlq=back))
     assert len(returned) == LETTERS

@@ -10,18 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from recovery.models import ReplayRun, RunState
 from recovery.observability import metrics
 from recovery.replay.engine import Worker
-from tests.brokers.harness import RabbitHarness
 from tests.recovery.replay.helpers import approved_plan, captured_letters, start
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 TOKEN = "scrape-token-" + "c" * 32
-
-
-@pytest.fixture
-def rabbit(db):
-    made = RabbitHarness()
-    yield made
-    made.cleanup()
 
 
 def test_a_stop_condition_trip_is_counted_flagged_and_traced(rabbit, make_user, settings, test_redis, spans) -> None:

@@ -19,8 +19,17 @@ from recovery.audit.export import AuditFilters
 from recovery.audit.services import audit_export_start, audit_verification_request, audit_verification_run
 from recovery.brokers.services import broker_save, dlq_save, local_brokers_configure
 from recovery.capture.services import capture_due_passes_enqueue, capture_pass_request, capture_pass_run
-from recovery.models import AuditEvent, Broker, BrokerKind, CaptureMode, DeadLetterQueue
+from recovery.models import AuditEvent, DeadLetterQueue
 from recovery.permissions import Role
+from tests.factories import (
+    ClassificationRuleFactory,
+    DeadLetterFactory,
+    DeadLetterQueueFactory,
+    DrillRunFactory,
+    FingerprintGroupFactory,
+    ReplayPlanFactory,
+    ReplayRunFactory,
+)
 from tests.recovery.audit.helpers import record_events
 
 # Services that change state but are deliberately not audit events, and why.
@@ -42,10 +51,7 @@ def _calls(make_user: Callable[..., Any]) -> dict[str, Callable[[], Any]]:
     operator = make_user(Role.OPERATOR)
     target = make_user(Role.VIEWER)
     # a broker nobody listens on: capture fails fast, which is still a state change to audit
-    broker = Broker.objects.create(name="down", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
-    dlq = DeadLetterQueue.objects.create(
-        broker=broker, name="down-dlq", address="t", consumer_group="g", capture_mode=CaptureMode.OFFSETS
-    )
+    dlq = DeadLetterQueueFactory()
 
     def capture_run() -> Any:
         with transaction.atomic():
@@ -72,7 +78,7 @@ def _calls(make_user: Callable[..., Any]) -> dict[str, Callable[[], Any]]:
             actor=admin, data={"name": "new-broker", "kind": "kafka", "endpoint": "127.0.0.1:9"}
         ),
         "recovery.brokers.services.dlq_save": lambda: dlq_save(
-            actor=admin, data={"broker": broker, "name": "new-dlq", "address": "orders.DLT", "consumer_group": "c"}
+            actor=admin, data={"broker": dlq.broker, "name": "new-dlq", "address": "orders.DLT", "consumer_group": "c"}
         ),
         "recovery.capture.services.capture_pass_request": lambda: capture_pass_request(actor=operator, dlq=dlq),
         "recovery.capture.services.capture_due_passes_enqueue": capture_due_passes_enqueue,
@@ -89,7 +95,7 @@ def _drill_calls(operator: Any, approver: Any, dlq: DeadLetterQueue) -> dict[str
     from datetime import UTC, datetime, timedelta
 
     from recovery.drills import services as drills
-    from recovery.models import DeadLetter, Drill, DrillRun, ReplayPlan
+    from recovery.models import Drill
     from recovery.replay import freeze
     from recovery.replay.selectors import plan_content_hash
 
@@ -102,15 +108,11 @@ def _drill_calls(operator: Any, approver: Any, dlq: DeadLetterQueue) -> dict[str
     unapproved, to_run, due, with_run = drill("unapproved", approved=False), drill("to-run"), drill("due"), drill("run")
     Drill.objects.filter(pk=due.pk).update(next_run_at=datetime.now(UTC) - timedelta(seconds=1))
     Drill.objects.filter(pk=with_run.pk).update(dlq=dlq)
-    letter = DeadLetter.objects.create(
-        dlq=dlq, identity="kafka:t/0/77", body=b"{}", body_size=2, content_hash=f"{77:064x}",
-        captured_at=datetime.now(UTC), disposition="replay", category="transient",
-    )  # fmt: skip
-    run = DrillRun.objects.create(
-        drill=with_run, trigger="manual", state="running", drill_hash=with_run.content_hash,
-        observations={"letters": {"0": letter.pk}},
-    )  # fmt: skip
-    plan = ReplayPlan.objects.create(
+    letter = DeadLetterFactory(dlq=dlq, disposition="replay", category="transient")
+    run = DrillRunFactory(
+        drill=with_run, state="running", drill_hash=with_run.content_hash, observations={"letters": {"0": letter.pk}}
+    )
+    plan = ReplayPlanFactory(
         name="drill plan", author=operator, selection={"ids": [letter.pk]}, target_broker=dlq.broker,
         target_address=with_run.work_queue, rate_per_second=with_run.rate_per_second, batch_size=with_run.batch_size,
     )  # fmt: skip
@@ -133,24 +135,18 @@ def _drill_calls(operator: Any, approver: Any, dlq: DeadLetterQueue) -> dict[str
 
 def _replay_calls(admin: Any, operator: Any, approver: Any, dlq: DeadLetterQueue) -> dict[str, Callable[[], Any]]:
     """Plans in each state, built with the ORM (their own events are not what is counted)."""
-    from datetime import UTC, datetime
-
-    from recovery.models import DeadLetter, PlanApproval, PreconditionOverride, ReplayPlan, ReplayRun, RunState
+    from recovery.models import PlanApproval, PreconditionOverride, ReplayPlan, RunState
     from recovery.replay import freeze
     from recovery.replay import services as replay
     from recovery.replay.selectors import plan_content_hash
 
-    letters = [
-        DeadLetter.objects.create(
-            dlq=dlq, identity=f"kafka:t/0/{n}", body=b"{}", body_size=2, content_hash=f"{n:064x}",
-            captured_at=datetime.now(UTC), origin="kafka:orders", disposition="replay", category="transient",
-        )
-        for n in (8, 9)
-    ]  # fmt: skip
+    letters = DeadLetterFactory.create_batch(
+        2, dlq=dlq, origin="kafka:orders", disposition="replay", category="transient"
+    )
 
     def plan(state: str) -> ReplayPlan:
         letter = letters[0] if state == "draft" else letters[1]  # the draft's letter is in no other plan
-        made = ReplayPlan.objects.create(name=f"p-{state}", author=operator, selection={"ids": [letter.pk]})
+        made = ReplayPlanFactory(name=f"p-{state}", author=operator, selection={"ids": [letter.pk]})
         if state != "draft":
             freeze.freeze(made)
             made.state, made.content_hash = state, plan_content_hash(made)
@@ -166,8 +162,8 @@ def _replay_calls(admin: Any, operator: Any, approver: Any, dlq: DeadLetterQueue
         plan=approved, check_name="target_reachable", reason="audit test", admin=admin,
         content_hash=approved.content_hash,
     )  # fmt: skip
-    running = ReplayRun.objects.create(plan=plan("running"), state=RunState.RUNNING, plan_hash="x")
-    paused = ReplayRun.objects.create(plan=plan("running"), state=RunState.PAUSED, control="pause", plan_hash="x")
+    running = ReplayRunFactory(plan=plan("running"), state=RunState.RUNNING)
+    paused = ReplayRunFactory(plan=plan("running"), state=RunState.PAUSED, control="pause")
     return {
         "recovery.replay.services.plan_update": lambda: replay.plan_update(
             actor=operator, plan=draft, changes={"rate_per_second": 20}
@@ -193,8 +189,8 @@ def _classification_calls(admin: Any) -> dict[str, Callable[[], Any]]:
     from recovery.models import ClassificationRule
 
     rule = {"conditions": [], "category": "transient", "disposition": "replay"}
-    changed = ClassificationRule.objects.create(name="to change", position=10, **rule)
-    deleted = ClassificationRule.objects.create(name="to delete", position=20, **rule)
+    changed = ClassificationRuleFactory(name="to change", **rule)
+    deleted = ClassificationRuleFactory(name="to delete", **rule)
 
     def reorder() -> Any:
         ids = list(ClassificationRule.objects.order_by("position", "id").values_list("pk", flat=True))
@@ -223,19 +219,12 @@ def _classification_calls(admin: Any) -> dict[str, Callable[[], Any]]:
 
 
 def _triage_calls(operator: Any, dlq: DeadLetterQueue) -> dict[str, Callable[[], Any]]:
-    from datetime import UTC, datetime
-
     from recovery.inspection.services import letter_body_download
-    from recovery.models import DeadLetter, FingerprintGroup
     from recovery.triage import services as triage
     from recovery.triage.filters import LetterFilter
 
-    letter = DeadLetter.objects.create(
-        dlq=dlq, identity="kafka:t/0/1", body=b"{}", body_size=2, content_hash="0" * 64, captured_at=datetime.now(UTC)
-    )
-    group = FingerprintGroup.objects.create(
-        fingerprint="ab" * 32, letter_count=1, first_seen=letter.captured_at, last_seen=letter.captured_at
-    )
+    letter = DeadLetterFactory(dlq=dlq)
+    group = FingerprintGroupFactory(letter_count=1, first_seen=letter.captured_at)
 
     def bulk_run() -> Any:
         with transaction.atomic():

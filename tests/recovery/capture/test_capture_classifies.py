@@ -9,17 +9,9 @@ import pytest
 
 from recovery.capture.services import capture_pass_request, capture_pass_run
 from recovery.models import CaptureTrigger, DeadLetter, FingerprintGroup
-from tests.brokers.harness import RabbitHarness
 from tests.helpers import run_queued_jobs
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture
-def rabbit():
-    made = RabbitHarness()
-    yield made
-    made.cleanup()
 
 
 def test_a_capture_pass_gets_its_letters_classified(rabbit, settings, test_redis) -> None:

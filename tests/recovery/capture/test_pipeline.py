@@ -15,17 +15,9 @@ from recovery.capture import services
 from recovery.capture.identity import content_digest
 from recovery.capture.services import capture_pass_request, capture_pass_run
 from recovery.models import BrokerKind, CapturePass, CaptureTrigger, DeadLetter, JobState
-from tests.brokers.harness import HARNESSES
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture(params=sorted(HARNESSES))
-def harness(request):
-    made = HARNESSES[request.param]()
-    yield made
-    made.cleanup()
 
 
 def _fill(harness, dlq, count: int) -> None:

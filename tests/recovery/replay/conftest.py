@@ -1,37 +1,42 @@
 """Fixtures for the plan checks (preconditions, stop conditions, verification steps): plans,
-items, runs and ledger rows written straight into the store, real brokers through the contract
-harnesses, and a tiny real HTTP server. Names start with ``chk_`` so they stay out of the way of
-other fixtures in this folder."""
+items, runs and ledger rows written straight into the store (tests/factories.py), and a tiny real
+HTTP server. Real brokers come from tests/brokers/fixtures.py (``rabbit``, ``sqs_harness``,
+``kafka_harness``). Names start with ``chk_`` so they stay out of the way of other fixtures in
+this folder."""
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from recovery.models import (
-    AttemptState,
     Broker,
     BrokerKind,
-    CaptureMode,
     DeadLetter,
     DeadLetterQueue,
     Disposition,
     LedgerEntry,
     PlanItem,
-    PlanItemState,
     ReplayPlan,
     ReplayRun,
-    RunState,
 )
 from recovery.permissions import Role
-from tests.brokers.harness import KafkaHarness, RabbitHarness, SqsHarness
+from tests.factories import (
+    BrokerFactory,
+    DeadLetterFactory,
+    DeadLetterQueueFactory,
+    LedgerEntryFactory,
+    PlanItemFactory,
+    ReplayPlanFactory,
+    ReplayRunFactory,
+    UserFactory,
+)
+from tests.helpers import free_port
 
 
 @pytest.fixture
@@ -47,37 +52,35 @@ def chk_target() -> Callable[..., dict[str, Any]]:
 @pytest.fixture
 def chk_dlq(db: Any) -> DeadLetterQueue:
     """A DLQ row the letters come from (its broker is never called)."""
-    suffix = uuid.uuid4().hex[:8]
-    broker = Broker.objects.create(name=f"chk-src-{suffix}", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
-    return DeadLetterQueue.objects.create(
-        broker=broker, name=f"chk-dlq-{suffix}", address="orders.DLT", consumer_group="g",
-        capture_mode=CaptureMode.OFFSETS,
+    return DeadLetterQueueFactory()
+
+
+@pytest.fixture
+def chk_down_broker(db: Any) -> Broker:
+    """A RabbitMQ broker row, with credentials, on a port where nothing listens."""
+    return BrokerFactory(
+        name="chk-down", kind=BrokerKind.RABBITMQ, endpoint=f"amqp://127.0.0.1:{free_port()}/%2F",
+        credentials_ref="env:LOCAL_RABBITMQ",
     )  # fmt: skip
 
 
 @pytest.fixture
 def chk_letter(chk_dlq: DeadLetterQueue) -> Callable[..., DeadLetter]:
-    """A captured, classified letter (disposition replay unless told otherwise)."""
+    """A captured, classified letter of ``chk_dlq`` (disposition replay unless told otherwise)."""
 
     def make(**fields: Any) -> DeadLetter:
-        n = uuid.uuid4().hex
-        body = fields.pop("body", b'{"order": 1}')
-        values: dict[str, Any] = dict(
-            identity=f"kafka:orders.DLT/0/{n}", body=body, body_size=len(body), content_hash=n + n[:32],
-            captured_at=datetime.now(UTC), headers={}, properties={}, disposition=Disposition.REPLAY,
-        )  # fmt: skip
-        values.update(fields)
-        return DeadLetter.objects.create(dlq=values.pop("dlq", chk_dlq), **values)
+        return DeadLetterFactory(**{"dlq": chk_dlq, "disposition": Disposition.REPLAY, **fields})
 
     return make
 
 
 @pytest.fixture
-def chk_plan(make_user: Callable[..., Any]) -> Callable[..., ReplayPlan]:
-    author = make_user(Role.OPERATOR)
+def chk_plan(db: Any) -> Callable[..., ReplayPlan]:
+    """Draft plans, all by one operator."""
+    author = UserFactory(password=None, roles=[Role.OPERATOR])
 
     def make(**fields: Any) -> ReplayPlan:
-        return ReplayPlan.objects.create(name=fields.pop("name", "chk plan"), author=author, **fields)
+        return ReplayPlanFactory(author=author, **fields)
 
     return make
 
@@ -87,56 +90,21 @@ def chk_item(chk_letter: Callable[..., DeadLetter]) -> Callable[..., PlanItem]:
     """An included item of ``plan`` going to ``target`` (a new letter unless one is given)."""
 
     def make(plan: ReplayPlan, target: dict[str, Any], *, letter: DeadLetter | None = None, **fields: Any) -> PlanItem:
-        return PlanItem.objects.create(
-            plan=plan, letter=letter or chk_letter(), target=target, replay_id=f"r{uuid.uuid4().hex}",
-            state=fields.pop("state", PlanItemState.INCLUDED), **fields,
-        )  # fmt: skip
+        return PlanItemFactory(plan=plan, letter=letter or chk_letter(), target=target, **fields)
 
     return make
 
 
 @pytest.fixture
-def chk_run() -> Callable[..., ReplayRun]:
-    def make(plan: ReplayPlan, **fields: Any) -> ReplayRun:
-        values: dict[str, Any] = {"state": RunState.RUNNING, "plan_hash": "x", "started_at": datetime.now(UTC)}
-        values.update(fields)
-        return ReplayRun.objects.create(plan=plan, **values)
-
-    return make
+def chk_run(db: Any) -> Callable[..., ReplayRun]:
+    """A running run of ``plan``, started now unless told otherwise."""
+    return lambda plan, **fields: ReplayRunFactory(plan=plan, **fields)
 
 
 @pytest.fixture
-def chk_ledger() -> Callable[..., LedgerEntry]:
+def chk_ledger(db: Any) -> Callable[..., LedgerEntry]:
     """A ledger row of ``run`` for ``item``; published when ``published_at`` is given."""
-
-    def make(run: ReplayRun, item: PlanItem, *, published_at: datetime | None = None, **fields: Any) -> LedgerEntry:
-        state = fields.pop("state", AttemptState.PUBLISHED if published_at else AttemptState.PENDING)
-        return LedgerEntry.objects.create(
-            run=run, item=item, letter_id=item.letter_id, state=state, published_at=published_at, **fields
-        )
-
-    return make
-
-
-def _harness(factory: Callable[[], Any]) -> Iterator[Any]:
-    made = factory()
-    yield made
-    made.cleanup()
-
-
-@pytest.fixture
-def chk_rabbit(db: Any) -> Iterator[RabbitHarness]:
-    yield from _harness(RabbitHarness)
-
-
-@pytest.fixture
-def chk_sqs(db: Any) -> Iterator[SqsHarness]:
-    yield from _harness(SqsHarness)
-
-
-@pytest.fixture
-def chk_kafka(db: Any) -> Iterator[KafkaHarness]:
-    yield from _harness(KafkaHarness)
+    return lambda run, item, **fields: LedgerEntryFactory(run=run, item=item, **fields)
 
 
 class _Handler(BaseHTTPRequestHandler):

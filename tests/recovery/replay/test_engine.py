@@ -10,17 +10,9 @@ import pytest
 from recovery.brokers.registry import adapter_for
 from recovery.models import AttemptState, LedgerEntry, PlanItem, ReplayRun, RunState
 from recovery.replay.engine import Worker
-from tests.brokers.harness import HARNESSES
 from tests.recovery.replay.helpers import approved_plan, captured_letters, start
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture(params=sorted(HARNESSES))
-def harness(request):
-    made = HARNESSES[request.param]()
-    yield made
-    made.cleanup()
 
 
 def _drain(harness, target, expected: int) -> list:
@@ -91,27 +83,23 @@ def test_a_canary_publishes_its_size_then_waits_for_its_window(harness, make_use
     assert LedgerEntry.objects.filter(run=run, state=AttemptState.PENDING).count() == 7
 
 
-def test_a_worker_connects_to_its_target_before_taking_tokens(make_user, test_redis, monkeypatch) -> None:
+def test_a_worker_connects_to_its_target_before_taking_tokens(rabbit, make_user, test_redis, monkeypatch) -> None:
     """A connection opened between a grant and its send delays that send (invariant 5: at 10 msg/s
     two late first sends crowded one second to 120% of plan), so the worker opens it first."""
     from recovery.replay.limiter import RateLimiter
 
-    harness = HARNESSES["rabbitmq"]()
-    try:
-        dlq, _letters = captured_letters(harness, 3)
-        plan, _ = approved_plan(harness, dlq, harness.target(), make_user)
-        run = start(plan, make_user)
-        worker = Worker(run.pk, 0)
-        prepared_at_grants = []
-        acquire = RateLimiter.wait_and_acquire
+    dlq, _letters = captured_letters(rabbit, 3)
+    plan, _ = approved_plan(rabbit, dlq, rabbit.target(), make_user)
+    run = start(plan, make_user)
+    worker = Worker(run.pk, 0)
+    prepared_at_grants = []
+    acquire = RateLimiter.wait_and_acquire
 
-        def noting(self, *args, **kwargs):
-            prepared_at_grants.append(set(worker.prepared))
-            return acquire(self, *args, **kwargs)
+    def noting(self, *args, **kwargs):
+        prepared_at_grants.append(set(worker.prepared))
+        return acquire(self, *args, **kwargs)
 
-        monkeypatch.setattr(RateLimiter, "wait_and_acquire", noting)
-        assert worker.run() == RunState.VERIFIED
-    finally:
-        harness.cleanup()
+    monkeypatch.setattr(RateLimiter, "wait_and_acquire", noting)
+    assert worker.run() == RunState.VERIFIED
     assert prepared_at_grants, "the worker took no tokens"
-    assert all(harness.broker.pk in {broker for broker, _name, _vhost in seen} for seen in prepared_at_grants)
+    assert all(rabbit.broker.pk in {broker for broker, _name, _vhost in seen} for seen in prepared_at_grants)

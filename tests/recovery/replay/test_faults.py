@@ -17,7 +17,6 @@ from django.db import connection
 
 from recovery.brokers.registry import adapter_for
 from recovery.models import PlanItem, ReplayRun, RunState
-from tests.brokers.harness import HARNESSES, RabbitHarness
 from tests.helpers import wait_until
 from tests.recovery.replay.helpers import approved_plan, captured_letters, start
 
@@ -27,20 +26,6 @@ ROOT = Path(__file__).resolve().parents[3]
 # still being sent (LocalStack on a machine busy with parallel tests) and goes out twice.
 LEASE = 5
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.fault]
-
-
-@pytest.fixture(params=sorted(HARNESSES))
-def harness(request):
-    made = HARNESSES[request.param]()
-    yield made
-    made.cleanup()
-
-
-@pytest.fixture
-def rabbit():
-    made = RabbitHarness()
-    yield made
-    made.cleanup()
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -42,13 +42,6 @@ QUEUE_KEYS = {"rq": "rq:queue:replay", "celery": "recovery-replay"}
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-@pytest.fixture
-def rabbit() -> Iterator[RabbitHarness]:
-    made = RabbitHarness()
-    yield made
-    made.cleanup()
-
-
 def _env(backend: str) -> dict[str, str]:
     """A worker process's environment: the test database, the test Redis (REDIS_URL, set for
     the suite by tests/environment.py), this backend."""

@@ -10,9 +10,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from recovery.models import AttemptState, Broker, BrokerKind, LedgerEntry, ReplayRun
+from recovery.models import AttemptState, BrokerKind, LedgerEntry, ReplayRun
 from recovery.replay.engine import Worker
 from recovery.replay.ledger import Outcome, record_outcomes
+from tests.factories import BrokerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +23,7 @@ def ledger_run(chk_plan, chk_item, chk_target, chk_run, chk_ledger):
     """A running run of ``n`` pending ledger rows, and its reloaded row (with its plan)."""
 
     def make(n: int = 6) -> ReplayRun:
-        broker = Broker.objects.create(name="ledger-offline", kind=BrokerKind.RABBITMQ, endpoint="amqp://127.0.0.1:1/")
+        broker = BrokerFactory(kind=BrokerKind.RABBITMQ)
         plan = chk_plan(batch_size=10)
         run = chk_run(plan, phase="full", total=n)
         for _ in range(n):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -12,12 +12,8 @@ from recovery.errors import InvalidInput, NotPermitted
 from recovery.models import (
     AuditAction,
     AuditEvent,
-    Broker,
     BrokerKind,
-    CaptureMode,
     Category,
-    DeadLetter,
-    DeadLetterQueue,
     DeadLetterState,
     Disposition,
     PlanApproval,
@@ -28,26 +24,9 @@ from recovery.permissions import Role, role_groups
 from recovery.replay import freeze, selectors, services
 from recovery.triage.filters import LetterFilter
 from recovery.triage.services import plan_draft_create
+from tests.factories import BrokerFactory, DeadLetterFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def dlq() -> DeadLetterQueue:
-    broker = Broker.objects.create(name="k", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
-    return DeadLetterQueue.objects.create(
-        broker=broker, name="orders-dlt", address="orders.DLT", consumer_group="g", capture_mode=CaptureMode.OFFSETS
-    )
-
-
-def letter(dlq, n: int, **fields) -> DeadLetter:
-    values = dict(
-        identity=f"kafka:orders.DLT/0/{n}", body=b"{}", body_size=2, content_hash=f"{n:064x}",
-        captured_at=datetime.now(UTC), origin="kafka:orders", disposition=Disposition.REPLAY,
-        category=Category.TRANSIENT,
-    )  # fmt: skip
-    values.update(fields)
-    return DeadLetter.objects.create(dlq=dlq, **values)
 
 
 @pytest.fixture
@@ -61,17 +40,17 @@ def draft(dlq, author, **changes):
 
 
 def test_the_dry_run_counts_and_explains_exclusions_and_the_freeze_matches_it(dlq, people) -> None:
-    for n in range(4):
-        letter(dlq, n)
-    letter(dlq, 10, category=Category.POISON, disposition=Disposition.HOLD)
-    letter(dlq, 11, state=DeadLetterState.DISCARDED, disposition=Disposition.DISCARD)
-    letter(dlq, 12, origin="celery:tasks.charge")  # no target: the DLQ has no default either
+    DeadLetterFactory.create_batch(4, dlq=dlq, replayable=True)
+    DeadLetterFactory(dlq=dlq, replayable=True, category=Category.POISON, disposition=Disposition.HOLD)
+    DeadLetterFactory(dlq=dlq, replayable=True, state=DeadLetterState.DISCARDED, disposition=Disposition.DISCARD)
+    # no target: the DLQ has no default either
+    DeadLetterFactory(dlq=dlq, replayable=True, origin="celery:tasks.charge")
     plan = draft(dlq, people["author"])
     dry = freeze.dry_run(plan)
     assert (dry.included, dry.excluded) == (4, 3)
-    assert dry.targets == {"k: orders": 4}
+    assert dry.targets == {f"{dlq.broker.name}: orders": 4}
     assert set(dry.exclusions) == {"discarded", "poison (include held letters to override)", freeze.targets.NO_TARGET}
-    letter(dlq, 20)  # arrives after the draft: never joins
+    DeadLetterFactory(dlq=dlq, replayable=True)  # arrives after the draft: never joins
     plan = services.plan_submit(actor=people["author"], plan=plan)
     assert PlanItem.objects.filter(plan=plan, state="included").count() == 4
     assert PlanItem.objects.filter(plan=plan).count() == 7
@@ -80,7 +59,7 @@ def test_the_dry_run_counts_and_explains_exclusions_and_the_freeze_matches_it(dl
 
 
 def test_replay_ids_are_stable_per_plan_and_letter(dlq, people) -> None:
-    letter(dlq, 1)
+    DeadLetterFactory(dlq=dlq, replayable=True)
     plan = services.plan_submit(actor=people["author"], plan=draft(dlq, people["author"]))
     first = set(PlanItem.objects.filter(plan=plan).values_list("letter_id", "replay_id"))
     plan = services.plan_update(actor=people["author"], plan=plan, changes={"rate_per_second": 20})
@@ -89,7 +68,7 @@ def test_replay_ids_are_stable_per_plan_and_letter(dlq, people) -> None:
 
 
 def test_the_author_cannot_approve_and_a_viewer_cannot_either(dlq, people, make_user) -> None:
-    letter(dlq, 1)
+    DeadLetterFactory(dlq=dlq, replayable=True)
     plan = services.plan_submit(actor=people["author"], plan=draft(dlq, people["author"]))
     with pytest.raises(NotPermitted, match="four eyes|approve"):
         services.plan_approve(actor=people["author"], plan=plan)
@@ -106,7 +85,7 @@ def test_the_author_cannot_approve_and_a_viewer_cannot_either(dlq, people, make_
 
 
 def test_a_change_after_approval_voids_it(dlq, people) -> None:
-    letter(dlq, 1)
+    DeadLetterFactory(dlq=dlq, replayable=True)
     plan = services.plan_submit(actor=people["author"], plan=draft(dlq, people["author"]))
     plan = services.plan_approve(actor=people["approver"], plan=plan)
     plan = services.plan_update(actor=people["author"], plan=plan, changes={"rate_per_second": 50})
@@ -120,7 +99,7 @@ def test_a_change_after_approval_voids_it(dlq, people) -> None:
 
 
 def test_two_approvals_when_the_plan_asks_for_two(dlq, people) -> None:
-    letter(dlq, 1)
+    DeadLetterFactory(dlq=dlq, replayable=True)
     plan = services.plan_submit(actor=people["author"], plan=draft(dlq, people["author"], required_approvals=2))
     plan = services.plan_approve(actor=people["approver"], plan=plan)
     assert plan.state == PlanState.SUBMITTED
@@ -130,7 +109,7 @@ def test_two_approvals_when_the_plan_asks_for_two(dlq, people) -> None:
 
 
 def test_an_expired_approval_does_not_start_a_run(dlq, people, settings) -> None:
-    letter(dlq, 1)
+    DeadLetterFactory(dlq=dlq, replayable=True)
     plan = services.plan_submit(actor=people["author"], plan=draft(dlq, people["author"]))
     plan = services.plan_approve(actor=people["approver"], plan=plan)
     PlanApproval.objects.update(created_at=timezone.now() - timedelta(seconds=settings.RECOVERY_APPROVAL_TTL + 5))
@@ -139,7 +118,7 @@ def test_an_expired_approval_does_not_start_a_run(dlq, people, settings) -> None
 
 
 def test_a_tampered_plan_cannot_be_approved(dlq, people) -> None:
-    letter(dlq, 1)
+    DeadLetterFactory(dlq=dlq, replayable=True)
     plan = services.plan_submit(actor=people["author"], plan=draft(dlq, people["author"]))
     PlanItem.objects.filter(plan=plan).update(target={"broker": 1, "name": "elsewhere"})
     with pytest.raises(InvalidInput, match="changed since it was submitted"):
@@ -169,7 +148,7 @@ def test_bad_plan_settings_are_refused_and_change_nothing(dlq, people, changes, 
 
 
 def test_an_sqs_target_refuses_batches_above_ten(dlq, people) -> None:
-    sqs = Broker.objects.create(name="s", kind=BrokerKind.SQS, endpoint="http://127.0.0.1:1")
+    sqs = BrokerFactory(kind=BrokerKind.SQS)
     plan = draft(dlq, people["author"])
     with pytest.raises(InvalidInput, match="batch size.*sqs"):
         changes = {"target_broker": sqs, "target_address": "http://q", "batch_size": 50}
@@ -177,7 +156,7 @@ def test_an_sqs_target_refuses_batches_above_ten(dlq, people) -> None:
 
 
 def test_an_empty_selection_cannot_be_submitted(dlq, people) -> None:
-    letter(dlq, 1, category=Category.POISON, disposition=Disposition.HOLD)
+    DeadLetterFactory(dlq=dlq, replayable=True, category=Category.POISON, disposition=Disposition.HOLD)
     with pytest.raises(InvalidInput, match="nothing to replay: 1 poison"):
         services.plan_submit(actor=people["author"], plan=draft(dlq, people["author"]))
     assert not PlanItem.objects.exists()

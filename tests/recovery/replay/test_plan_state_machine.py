@@ -33,16 +33,14 @@ and sometimes any, so refusals keep coming.
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
@@ -64,10 +62,6 @@ from recovery.models import (
     ApprovalDecision,
     AuditEvent,
     Broker,
-    BrokerKind,
-    CaptureMode,
-    DeadLetter,
-    DeadLetterQueue,
     Disposition,
     PlanApproval,
     PlanState,
@@ -75,11 +69,12 @@ from recovery.models import (
     ReplayRun,
     RunState,
 )
-from recovery.permissions import Role, role_groups
+from recovery.permissions import Role
 from recovery.replay import engine, selectors, services
 from recovery.triage.filters import LetterFilter
 from recovery.triage.services import plan_draft_create
 from tests.brokers.harness import RabbitHarness
+from tests.factories import BrokerFactory, DeadLetterFactory, DeadLetterQueueFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -212,16 +207,9 @@ class PlanLifecycle(RuleBasedStateMachine):
 
     def _draft(self, queue: int) -> None:
         index = len(self.plans)
-        dlq = DeadLetterQueue.objects.create(
-            broker=self.world.source, name=f"sm-{uuid.uuid4().hex[:10]}", address="orders.DLT", consumer_group="g",
-            capture_mode=CaptureMode.OFFSETS,
-        )  # fmt: skip
+        dlq = DeadLetterQueueFactory(broker=self.world.source)
         for n in range(LETTERS_PER_PLAN):
-            body = f'{{"plan": {index}, "n": {n}}}'.encode()
-            DeadLetter.objects.create(
-                dlq=dlq, identity=f"kafka:orders.DLT/0/{uuid.uuid4().hex}", body=body, body_size=len(body),
-                content_hash=uuid.uuid4().hex * 2, captured_at=datetime.now(UTC), disposition=Disposition.REPLAY,
-            )  # fmt: skip
+            DeadLetterFactory(dlq=dlq, body=f'{{"plan": {index}, "n": {n}}}'.encode(), disposition=Disposition.REPLAY)
         name, author = ("first", "second")[index % 2], self.users["author"]
         plan = plan_draft_create(actor=author, selection=LetterFilter(dlq=(dlq.pk,)), name=name)
         target = {"target_broker": self.world.rabbit.broker, "target_routing_key": self.queues[queue]}
@@ -565,50 +553,37 @@ class PlanLifecycle(RuleBasedStateMachine):
             assert run["plan_hash"] and len(approvers) >= plan.required_approvals, f"run {run['pk']} was not approved"
 
 
-def _person(name: str, roles: tuple[Role, ...]) -> Any:
-    """A user with these roles and no password (hashing six passwords would double the setup)."""
-    user = get_user_model().objects.create(username=f"sm-{name}")
-    groups = role_groups()
-    user.groups.set([groups[role] for role in roles])
-    return user
-
-
-def test_plan_and_run_transitions_keep_the_invariants(db: Any, test_redis: Any) -> None:
-    rabbit = RabbitHarness()
-    source = Broker.objects.create(name="sm-letters", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
+def test_plan_and_run_transitions_keep_the_invariants(rabbit: RabbitHarness, test_redis: Any) -> None:
     PlanLifecycle.world = World(
-        users={name: _person(name, roles) for name, roles in PEOPLE.items()}, rabbit=rabbit, source=source
+        # no passwords: nobody signs in
+        users={name: UserFactory(password=None, roles=roles) for name, roles in PEOPLE.items()},
+        rabbit=rabbit,
+        source=BrokerFactory(),
     )
-    try:
-        run_state_machine_as_test(
-            PlanLifecycle,
-            settings=settings(
-                max_examples=25,
-                stateful_step_count=15,
-                deadline=None,
-                database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-            ),
-        )
-    finally:
-        rabbit.cleanup()
+    run_state_machine_as_test(
+        PlanLifecycle,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=15,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
 
 
 def test_whoever_changed_a_plan_cannot_approve_that_version() -> None:
     """Invariant 7 in spirit: the content an approver approves was shaped by someone else. Here
     the author drafts; a second planner who is also an approver changes the target, submits and
     approves; the plan must not become approved on that one person's word."""
-    author, editor = _person("author", PEOPLE["author"]), _person("editor", (Role.OPERATOR, Role.APPROVER))
-    source = Broker.objects.create(name="sm-letters", kind=BrokerKind.KAFKA, endpoint="127.0.0.1:1")
-    dlq = DeadLetterQueue.objects.create(
-        broker=source, name="sm-dlq", address="orders.DLT", consumer_group="g", capture_mode=CaptureMode.OFFSETS
-    )
-    DeadLetter.objects.create(
-        dlq=dlq, identity="kafka:orders.DLT/0/1", body=b"{}", body_size=2, content_hash="1" * 64,
-        captured_at=datetime.now(UTC), disposition=Disposition.REPLAY,
-    )  # fmt: skip
+    author = UserFactory(password=None, roles=PEOPLE["author"])
+    editor = UserFactory(password=None, roles=(Role.OPERATOR, Role.APPROVER))
+    dlq = DeadLetterQueueFactory()
+    DeadLetterFactory(dlq=dlq, disposition=Disposition.REPLAY)
     plan = plan_draft_create(actor=author, selection=LetterFilter(dlq=(dlq.pk,)), name="first")
-    plan = services.plan_update(actor=author, plan=plan, changes={"target_broker": source, "target_address": "orders"})
+    plan = services.plan_update(
+        actor=author, plan=plan, changes={"target_broker": dlq.broker, "target_address": "orders"}
+    )
     plan = services.plan_update(actor=editor, plan=plan, changes={"target_address": "somewhere-else"})
     plan = services.plan_submit(actor=editor, plan=plan)
     with pytest.raises(NotPermitted):

@@ -25,6 +25,7 @@ from recovery.models import (
 from recovery.replay import checks
 from recovery.replay.checks import CheckResult, passed, run_checks
 from recovery.replay.preconditions import default_preconditions, evaluate_preconditions, window_contains
+from tests.factories import BrokerFactory, DeadLetterQueueFactory
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +43,7 @@ def db_broker(db):
     """A broker row that is never called (for checks that only read the store)."""
 
     def make(kind: str = BrokerKind.RABBITMQ, name: str = "chk-offline") -> Broker:
-        return Broker.objects.create(name=name, kind=kind, endpoint="amqp://127.0.0.1:1/")
+        return BrokerFactory(name=name, kind=kind)
 
     return make
 
@@ -58,11 +59,7 @@ def _real_target(harness, chk_target) -> dict:
     return chk_target(harness.broker, harness.new_topic())
 
 
-@pytest.mark.parametrize("harness_name", ["chk_rabbit", "chk_sqs", "chk_kafka"])
-def test_target_reachable_passes_for_an_existing_queue_or_topic(
-    request, harness_name, chk_plan, chk_item, chk_target
-) -> None:
-    harness = request.getfixturevalue(harness_name)
+def test_target_reachable_passes_for_an_existing_queue_or_topic(harness, chk_plan, chk_item, chk_target) -> None:
     plan = chk_plan()
     chk_item(plan, _real_target(harness, chk_target))
     chk_item(plan, _real_target(harness, chk_target))
@@ -74,25 +71,25 @@ def test_target_reachable_passes_for_an_existing_queue_or_topic(
     assert [t["exists"] for t in result.details["targets"] if "exists" in t] == [True, True]
 
 
-def test_target_reachable_fails_naming_a_missing_queue(chk_rabbit, chk_plan, chk_item, chk_target) -> None:
+def test_target_reachable_fails_naming_a_missing_queue(rabbit, chk_plan, chk_item, chk_target) -> None:
     plan = chk_plan()
-    chk_item(plan, chk_target(chk_rabbit.broker, "", chk_rabbit.new_queue()))
-    chk_item(plan, chk_target(chk_rabbit.broker, "", "chk-no-such-queue"))
+    chk_item(plan, chk_target(rabbit.broker, "", rabbit.new_queue()))
+    chk_item(plan, chk_target(rabbit.broker, "", "chk-no-such-queue"))
 
     result = check(plan, "target_reachable")
 
     assert not result.ok
-    assert result.reason.startswith(f"{chk_rabbit.broker.name}: queue chk-no-such-queue: queue 'chk-no-such-queue'")
+    assert result.reason.startswith(f"{rabbit.broker.name}: queue chk-no-such-queue: queue 'chk-no-such-queue'")
     assert "NOT_FOUND" in result.reason
 
 
 def test_target_reachable_fails_for_a_missing_sqs_queue_and_kafka_topic(
-    chk_sqs, chk_kafka, chk_plan, chk_item, chk_target
+    sqs_harness, kafka_harness, chk_plan, chk_item, chk_target
 ) -> None:
     plan = chk_plan()
-    missing_url = chk_sqs.new_queue().rsplit("/", 1)[0] + "/chk-no-such-queue"
-    chk_item(plan, chk_target(chk_sqs.broker, missing_url))
-    chk_item(plan, chk_target(chk_kafka.broker, "chk-no-such-topic"))
+    missing_url = sqs_harness.new_queue().rsplit("/", 1)[0] + "/chk-no-such-queue"
+    chk_item(plan, chk_target(sqs_harness.broker, missing_url))
+    chk_item(plan, chk_target(kafka_harness.broker, "chk-no-such-topic"))
 
     result = check(plan, "target_reachable")
 
@@ -101,13 +98,11 @@ def test_target_reachable_fails_for_a_missing_sqs_queue_and_kafka_topic(
     assert "topic chk-no-such-topic does not exist" in result.reason
 
 
-def test_target_reachable_fails_when_the_broker_does_not_answer(chk_plan, chk_item, chk_target, db) -> None:
-    broker = Broker.objects.create(
-        name="chk-down", kind=BrokerKind.RABBITMQ, endpoint=f"amqp://127.0.0.1:{free_port()}/%2F",
-        credentials_ref="env:LOCAL_RABBITMQ",
-    )  # fmt: skip
+def test_target_reachable_fails_when_the_broker_does_not_answer(
+    chk_plan, chk_item, chk_target, chk_down_broker
+) -> None:
     plan = chk_plan()
-    chk_item(plan, chk_target(broker, "", "orders"))
+    chk_item(plan, chk_target(chk_down_broker, "", "orders"))
 
     result = check(plan, "target_reachable")
 
@@ -115,15 +110,15 @@ def test_target_reachable_fails_when_the_broker_does_not_answer(chk_plan, chk_it
     assert result.reason.startswith("broker chk-down does not answer: ")
 
 
-def test_target_reachable_does_not_probe_an_exchange(chk_rabbit, chk_plan, chk_item, chk_target) -> None:
+def test_target_reachable_does_not_probe_an_exchange(rabbit, chk_plan, chk_item, chk_target) -> None:
     plan = chk_plan()
-    chk_item(plan, chk_target(chk_rabbit.broker, "amq.direct", "orders"))
+    chk_item(plan, chk_target(rabbit.broker, "amq.direct", "orders"))
 
     result = check(plan, "target_reachable")
 
     assert result.ok
     assert result.details["targets"][0] == {
-        "target": f"{chk_rabbit.broker.name}: exchange amq.direct → orders", "exists": None,
+        "target": f"{rabbit.broker.name}: exchange amq.direct → orders", "exists": None,
         "note": "exchange not probed",
     }  # fmt: skip
 
@@ -137,8 +132,8 @@ def test_target_reachable_fails_without_an_included_letter(chk_plan, chk_item, c
     assert (result.ok, result.reason) == (False, "the plan has no included letter, so no target to check")
 
 
-def test_target_reachable_checks_the_override_of_a_draft(chk_rabbit, chk_plan) -> None:
-    plan = chk_plan(target_broker=chk_rabbit.broker, target_routing_key=chk_rabbit.new_queue())
+def test_target_reachable_checks_the_override_of_a_draft(rabbit, chk_plan) -> None:
+    plan = chk_plan(target_broker=rabbit.broker, target_routing_key=rabbit.new_queue())
 
     assert check(plan, "target_reachable").ok
 
@@ -146,28 +141,28 @@ def test_target_reachable_checks_the_override_of_a_draft(chk_rabbit, chk_plan) -
 # -- target_depth_below --------------------------------------------------------------------
 
 
-def test_target_depth_below_reads_the_real_queue(chk_rabbit, chk_plan, chk_item, chk_target) -> None:
-    queue = chk_rabbit.make_dlq()
-    chk_rabbit.fill(queue, [(b"a", {}), (b"b", {}), (b"c", {})])
+def test_target_depth_below_reads_the_real_queue(rabbit, chk_plan, chk_item, chk_target) -> None:
+    queue = rabbit.make_dlq()
+    rabbit.fill(queue, [(b"a", {}), (b"b", {}), (b"c", {})])
     plan = chk_plan()
-    chk_item(plan, chk_target(chk_rabbit.broker, "", queue.address))
+    chk_item(plan, chk_target(rabbit.broker, "", queue.address))
 
     full = check(plan, "target_depth_below", max=3)
     roomy = check(plan, "target_depth_below", max=4)
 
     assert not full.ok
-    assert full.reason == f"{chk_rabbit.broker.name}: queue {queue.address} holds 3, not below 3"
-    assert full.details["depths"] == [{"target": f"{chk_rabbit.broker.name}: queue {queue.address}", "depth": 3,
+    assert full.reason == f"{rabbit.broker.name}: queue {queue.address} holds 3, not below 3"
+    assert full.details["depths"] == [{"target": f"{rabbit.broker.name}: queue {queue.address}", "depth": 3,
                                        "error": ""}]  # fmt: skip
     assert roomy.ok
     assert roomy.reason == "every target below 4 (deepest holds 3)"
 
 
-def test_target_depth_below_reads_the_queue_behind_an_exchange(chk_rabbit, chk_plan, chk_item, chk_target) -> None:
-    queue = chk_rabbit.make_dlq()
-    chk_rabbit.fill(queue, [(b"a", {})])
+def test_target_depth_below_reads_the_queue_behind_an_exchange(rabbit, chk_plan, chk_item, chk_target) -> None:
+    queue = rabbit.make_dlq()
+    rabbit.fill(queue, [(b"a", {})])
     plan = chk_plan()
-    chk_item(plan, chk_target(chk_rabbit.broker, "amq.direct", "orders"))
+    chk_item(plan, chk_target(rabbit.broker, "amq.direct", "orders"))
 
     without = check(plan, "target_depth_below", max=5)
     behind = check(plan, "target_depth_below", max=5, queue=queue.address)
@@ -177,11 +172,11 @@ def test_target_depth_below_reads_the_queue_behind_an_exchange(chk_rabbit, chk_p
     assert behind.ok, behind.reason
 
 
-def test_target_depth_below_needs_a_group_for_kafka(chk_kafka, chk_plan, chk_item, chk_target) -> None:
-    topic = chk_kafka.make_dlq()
-    chk_kafka.fill(topic, [(b"a", {}), (b"b", {})])
+def test_target_depth_below_needs_a_group_for_kafka(kafka_harness, chk_plan, chk_item, chk_target) -> None:
+    topic = kafka_harness.make_dlq()
+    kafka_harness.fill(topic, [(b"a", {}), (b"b", {})])
     plan = chk_plan()
-    chk_item(plan, chk_target(chk_kafka.broker, topic.address))
+    chk_item(plan, chk_target(kafka_harness.broker, topic.address))
 
     without = check(plan, "target_depth_below", max=5)
     lagging = check(plan, "target_depth_below", max=2, group="chk-orders-service")
@@ -189,7 +184,7 @@ def test_target_depth_below_needs_a_group_for_kafka(chk_kafka, chk_plan, chk_ite
     assert not without.ok
     assert "a topic's lag is per consumer group; give group" in without.reason
     assert not lagging.ok
-    assert lagging.reason == f"{chk_kafka.broker.name}: {topic.address} holds 2, not below 2"
+    assert lagging.reason == f"{kafka_harness.broker.name}: {topic.address} holds 2, not below 2"
 
 
 # -- http_health ---------------------------------------------------------------------------
@@ -433,10 +428,7 @@ ORDER_SCHEMA = {
 
 @pytest.fixture
 def schema_dlq(chk_dlq) -> DeadLetterQueue:
-    return DeadLetterQueue.objects.create(
-        broker=chk_dlq.broker, name="chk-schema-dlq", address="orders2.DLT", consumer_group="g",
-        replay_schema=ORDER_SCHEMA,
-    )  # fmt: skip
+    return DeadLetterQueueFactory(broker=chk_dlq.broker, name="chk-schema-dlq", replay_schema=ORDER_SCHEMA)
 
 
 def test_json_schema_passes_without_a_schema(chk_plan, chk_item, chk_target, db_broker) -> None:
@@ -551,11 +543,11 @@ def test_sqs_fifo_cooldown_ignores_standard_queues(chk_plan, chk_item, chk_targe
 
 
 def test_every_plan_gets_the_defaults_and_its_own_entry_replaces_a_default(
-    chk_rabbit, chk_plan, chk_item, chk_letter, chk_target
+    rabbit, chk_plan, chk_item, chk_letter, chk_target
 ) -> None:
     plan = chk_plan(preconditions=[{"check": "not_near_expiry", "min_hours": 6}, {"check": "target_depth_below",
                                                                                    "max": 100}])  # fmt: skip
-    chk_item(plan, chk_target(chk_rabbit.broker, "", chk_rabbit.new_queue()),
+    chk_item(plan, chk_target(rabbit.broker, "", rabbit.new_queue()),
              letter=chk_letter(expires_at=timezone.now() + timedelta(hours=3)))  # fmt: skip
 
     results = evaluate_preconditions(plan, stage="submit")
@@ -572,9 +564,9 @@ def test_every_plan_gets_the_defaults_and_its_own_entry_replaces_a_default(
     ]  # fmt: skip
 
 
-def test_during_a_run_only_the_checks_that_can_change_are_evaluated(chk_plan, chk_item, chk_target, chk_rabbit):
+def test_during_a_run_only_the_checks_that_can_change_are_evaluated(chk_plan, chk_item, chk_target, rabbit):
     plan = chk_plan(preconditions=[{"check": "time_window", "start": "00:00", "end": "23:59"}])
-    chk_item(plan, chk_target(chk_rabbit.broker, "", chk_rabbit.new_queue()))
+    chk_item(plan, chk_target(rabbit.broker, "", rabbit.new_queue()))
 
     results = evaluate_preconditions(plan, stage="run")
 

@@ -11,14 +11,14 @@ from django.utils import timezone
 
 from recovery.models import Broker, BrokerKind, RunEvent
 from recovery.replay.stop_conditions import evaluate_stop_conditions
-from tests.helpers import free_port
+from tests.factories import BrokerFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def offline_broker(db) -> Broker:
-    return Broker.objects.create(name="chk-offline", kind=BrokerKind.RABBITMQ, endpoint="amqp://127.0.0.1:1/")
+    return BrokerFactory(kind=BrokerKind.RABBITMQ)
 
 
 @pytest.fixture
@@ -198,28 +198,25 @@ def test_consecutive_failures_counts_from_the_start_when_nothing_was_confirmed(r
 # -- target_depth_above ------------------------------------------------------------------------
 
 
-def test_target_depth_above_reads_the_real_target(running, chk_rabbit, chk_target) -> None:
-    queue = chk_rabbit.make_dlq()
-    chk_rabbit.fill(queue, [(b"a", {}), (b"b", {}), (b"c", {})])
-    target = chk_target(chk_rabbit.broker, "", queue.address)
+def test_target_depth_above_reads_the_real_target(running, rabbit, chk_target) -> None:
+    queue = rabbit.make_dlq()
+    rabbit.fill(queue, [(b"a", {}), (b"b", {}), (b"c", {})])
+    target = chk_target(rabbit.broker, "", queue.address)
     deep, _items, now = running([{"condition": "target_depth_above", "max": 2, "action": "abort"}], n=1, target=target)
     fine, _items, _now = running([{"condition": "target_depth_above", "max": 3}], n=1, target=target)
 
     tripped = _one(deep, now)
 
     assert not tripped.ok
-    assert tripped.reason == f"{chk_rabbit.broker.name}: queue {queue.address} holds 3 > 2"
+    assert tripped.reason == f"{rabbit.broker.name}: queue {queue.address} holds 3 > 2"
     assert tripped.details["action"] == "abort"
     assert tripped.details["depths"][0]["depth"] == 3
     assert _one(fine, now).reason == "deepest target holds 3 ≤ 3"
 
 
-def test_target_depth_above_trips_when_the_depth_cannot_be_read(running, chk_target, db) -> None:
-    down = Broker.objects.create(
-        name="chk-down", kind=BrokerKind.RABBITMQ, endpoint=f"amqp://127.0.0.1:{free_port()}/%2F",
-        credentials_ref="env:LOCAL_RABBITMQ",
-    )  # fmt: skip
-    run, _items, now = running([{"condition": "target_depth_above", "max": 100}], n=1, target=chk_target(down, "", "q"))
+def test_target_depth_above_trips_when_the_depth_cannot_be_read(running, chk_target, chk_down_broker) -> None:
+    target = chk_target(chk_down_broker, "", "q")
+    run, _items, now = running([{"condition": "target_depth_above", "max": 100}], n=1, target=target)
 
     result = _one(run, now)
 

@@ -23,13 +23,6 @@ from tests.recovery.replay.helpers import approved_plan, captured_letters, start
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-@pytest.fixture
-def rabbit():
-    made = RabbitHarness()
-    yield made
-    made.cleanup()
-
-
 def _rejecting_consumer(rabbit: RabbitHarness, queue: str, stop: threading.Event) -> None:
     """The target's application: it fails every message, so the broker dead-letters it."""
     conn, channel = rabbit._channel()

@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from recovery.models import Broker, BrokerKind
+from recovery.models import BrokerKind
 from recovery.replay.verification import run_verification_step
+from tests.factories import BrokerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +24,7 @@ def published(chk_plan, chk_item, chk_target, chk_run, chk_ledger, db):
     def make(n: int = 3, *, ago: float = 10, target: dict | None = None):
         now = timezone.now()
         if target is None:
-            broker = Broker.objects.create(name="chk-offline", kind=BrokerKind.RABBITMQ, endpoint="amqp://127.0.0.1:1/")
+            broker = BrokerFactory(kind=BrokerKind.RABBITMQ)
             target = chk_target(broker, "", "orders")
         plan = chk_plan()
         run = chk_run(plan, started_at=now - timedelta(minutes=5))
@@ -94,8 +95,8 @@ def test_no_redeadletter_fails_when_nothing_was_published(chk_plan, chk_run) -> 
 # -- target_depth_below_within ---------------------------------------------------------------
 
 
-def test_target_depth_below_within_passes_once_the_real_target_drained(published, chk_rabbit, chk_target) -> None:
-    run, _items, now = published(ago=5, target=chk_target(chk_rabbit.broker, "", chk_rabbit.new_queue()))
+def test_target_depth_below_within_passes_once_the_real_target_drained(published, rabbit, chk_target) -> None:
+    run, _items, now = published(ago=5, target=chk_target(rabbit.broker, "", rabbit.new_queue()))
 
     result = run_verification_step(run, {"step": "target_depth_below_within", "max": 1, "seconds": 120}, now=now)
 
@@ -104,15 +105,13 @@ def test_target_depth_below_within_passes_once_the_real_target_drained(published
     assert result.details["depths"][0]["depth"] == 0
 
 
-def test_target_depth_below_within_waits_then_fails_while_the_target_stays_full(
-    published, chk_rabbit, chk_target
-) -> None:
-    queue = chk_rabbit.make_dlq()
-    chk_rabbit.fill(queue, [(b"a", {}), (b"b", {}), (b"c", {})])
-    run, _items, now = published(ago=5, target=chk_target(chk_rabbit.broker, "", queue.address))
+def test_target_depth_below_within_waits_then_fails_while_the_target_stays_full(published, rabbit, chk_target) -> None:
+    queue = rabbit.make_dlq()
+    rabbit.fill(queue, [(b"a", {}), (b"b", {}), (b"c", {})])
+    run, _items, now = published(ago=5, target=chk_target(rabbit.broker, "", queue.address))
     step = {"step": "target_depth_below_within", "max": 2, "seconds": 60}
     ends = now - timedelta(seconds=5) + timedelta(seconds=60)
-    where = f"{chk_rabbit.broker.name}: queue {queue.address}"
+    where = f"{rabbit.broker.name}: queue {queue.address}"
 
     waiting = run_verification_step(run, step, now=now)
     over = run_verification_step(run, step, now=now + timedelta(seconds=56))
