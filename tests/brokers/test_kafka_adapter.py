@@ -25,7 +25,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from recovery.brokers.base import DlqAddress, OutgoingMessage, Target
 from recovery.brokers.kafka import KafkaAdapter
 from recovery.errors import BrokerError
-from recovery.models import Broker, BrokerKind
+from recovery.models import BrokerKind
+from tests.factories import LocalBrokerFactory
 from tests.helpers import free_port, wait_until
 from tests.namespace import unique
 
@@ -34,10 +35,6 @@ SERVERS = os.environ["LOCAL_KAFKA_BOOTSTRAP_SERVERS"]
 
 def _name(prefix: str) -> str:
     return unique(prefix)
-
-
-def _broker(endpoint: str = SERVERS) -> Broker:
-    return Broker(name="kafka-under-test", kind=BrokerKind.KAFKA, endpoint=endpoint)
 
 
 @pytest.fixture
@@ -66,7 +63,7 @@ def adapters() -> Iterator[Callable[..., KafkaAdapter]]:
     made: list[KafkaAdapter] = []
 
     def make(*, endpoint: str = SERVERS, timeout: float = 10) -> KafkaAdapter:
-        adapter = KafkaAdapter(_broker(endpoint), timeout=timeout)
+        adapter = KafkaAdapter(LocalBrokerFactory.build(kind=BrokerKind.KAFKA, endpoint=endpoint), timeout=timeout)
         made.append(adapter)
         return adapter
 

@@ -20,21 +20,10 @@ import pytest
 
 from recovery.brokers.base import BrokerError, DlqAddress, OutgoingMessage, Target
 from recovery.brokers.rabbitmq import RabbitMqAdapter
-from recovery.models import Broker
+from recovery.models import BrokerKind
+from tests.factories import LocalBrokerFactory
 from tests.helpers import wait_until
 from tests.namespace import unique
-
-
-def _broker(**overrides: object) -> Broker:
-    fields: dict[str, object] = {
-        "name": "test-rabbit",
-        "kind": "rabbitmq",
-        "endpoint": os.environ["LOCAL_RABBITMQ_URL"],
-        "credentials_ref": "env:LOCAL_RABBITMQ",
-        "options": {"management_url": os.environ["LOCAL_RABBITMQ_MANAGEMENT_URL"]},
-    }
-    fields.update(overrides)
-    return Broker(**fields)
 
 
 def _unique(prefix: str) -> str:
@@ -64,7 +53,7 @@ def open_adapter() -> Iterator[Callable[..., RabbitMqAdapter]]:
     made: list[RabbitMqAdapter] = []
 
     def make(**overrides: object) -> RabbitMqAdapter:
-        adapter = RabbitMqAdapter(_broker(**overrides), timeout=5.0)
+        adapter = RabbitMqAdapter(LocalBrokerFactory.build(kind=BrokerKind.RABBITMQ, **overrides), timeout=5.0)
         made.append(adapter)
         return adapter
 
@@ -81,7 +70,8 @@ def adapter(open_adapter: Callable[..., RabbitMqAdapter]) -> RabbitMqAdapter:
 @pytest.fixture
 def amqp() -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
     """A raw pika channel for the test's own set-up (declarations, dead-lettering)."""
-    connection = pika.BlockingConnection(RabbitMqAdapter(_broker(), timeout=5.0).connection_parameters())
+    broker = LocalBrokerFactory.build(kind=BrokerKind.RABBITMQ)
+    connection = pika.BlockingConnection(RabbitMqAdapter(broker, timeout=5.0).connection_parameters())
     yield connection.channel()
     connection.close()
 

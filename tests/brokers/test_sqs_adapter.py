@@ -17,18 +17,9 @@ import pytest
 
 from recovery.brokers.base import BrokerError, DlqAddress, OutgoingMessage, ReceivedMessage, Target
 from recovery.brokers.sqs import SqsAdapter
-from recovery.models import Broker
+from recovery.models import BrokerKind
+from tests.factories import LocalBrokerFactory
 from tests.namespace import unique
-
-
-def _broker(**options: Any) -> Broker:
-    return Broker(
-        name="local-sqs",
-        kind="sqs",
-        endpoint=os.environ["LOCAL_SQS_ENDPOINT_URL"],
-        credentials_ref="env:LOCAL_SQS",
-        options={"region": os.environ.get("LOCAL_SQS_REGION", "us-east-1"), **options},
-    )
 
 
 @pytest.fixture
@@ -70,7 +61,7 @@ def make_adapter() -> Iterator[Callable[..., SqsAdapter]]:
     adapters: list[SqsAdapter] = []
 
     def make(*, timeout: float = 5.0, **options: Any) -> SqsAdapter:
-        adapter = SqsAdapter(_broker(**options), timeout=timeout)
+        adapter = SqsAdapter(LocalBrokerFactory.build(kind=BrokerKind.SQS, extra_options=options), timeout=timeout)
         adapters.append(adapter)
         return adapter
 

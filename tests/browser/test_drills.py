@@ -24,8 +24,10 @@ from playwright.sync_api import expect
 from recovery.classification.services import default_rules_install
 from recovery.models import DRILL_RUN_ACTIVE, Drill, DrillOutcome, DrillRun, DrillStep, DrillTrigger, JobState
 from recovery.permissions import Role
+from tests.brokers.fixtures import record_drill_queues
 from tests.brokers.harness import RabbitHarness
 from tests.browser.helpers import post
+from tests.factories import DrillRunFactory
 from tests.helpers import JobRunner
 from tests.namespace import unique
 
@@ -41,12 +43,9 @@ STEPS = [step.value for step in DrillStep]
 
 
 @pytest.fixture
-def rabbit(db) -> Iterator[RabbitHarness]:
-    harness = RabbitHarness()
-    yield harness
-    for drill in Drill.objects.filter(broker=harness.broker):  # the queue pair the drill created
-        harness.queues.extend(drill.created_queues)
-    harness.cleanup()
+def rabbit(rabbit: RabbitHarness) -> Iterator[RabbitHarness]:
+    yield rabbit
+    record_drill_queues(rabbit)  # the queue pair the drill created
 
 
 @pytest.fixture
@@ -69,7 +68,7 @@ def _failed_run(drill: Drill) -> DrillRun:
          if name == DrillStep.VERIFIED else {}}
         for i, name in enumerate(reached)
     ]  # fmt: skip
-    run = DrillRun.objects.create(
+    run = DrillRunFactory(
         drill=drill, trigger=DrillTrigger.SCHEDULE, slot=started, state=JobState.FAILED, outcome=DrillOutcome.FAILED,
         failed_step=DrillStep.VERIFIED, reason="2 transient not recovered (back in the DLQ)", started_at=started,
         finished_at=started + timedelta(seconds=9), steps=steps, injected=6, dead_lettered=3, captured=3, replayed=2,

@@ -31,7 +31,6 @@ from recovery.models import (
     RunState,
 )
 from recovery.permissions import Role
-from tests.brokers.harness import RabbitHarness
 from tests.browser.helpers import post
 from tests.helpers import JobRunner, wait_until
 from tests.recovery.replay.helpers import captured_letters
@@ -54,13 +53,6 @@ VERIFICATIONS = [
     {"step": "no_redeadletter_within", "seconds": 2},
     {"step": "target_depth_below_within", "max": 1000, "seconds": 10},
 ]
-
-
-@pytest.fixture
-def rabbit(db) -> Iterator[RabbitHarness]:
-    harness = RabbitHarness()
-    yield harness
-    harness.cleanup()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ eyes holds on the page and on a direct POST; mutations are POST-only, CSRF-prote
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -26,12 +25,10 @@ from recovery.models import (
     DrillStep,
     DrillTrigger,
     JobState,
-    ReplayPlan,
-    ReplayRun,
-    RunState,
 )
 from recovery.models.drills import OUTCOME_STATE
 from recovery.permissions import Role
+from tests.factories import BrokerFactory, DrillRunFactory, ReplayRunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +38,7 @@ REASON = "2 transient messages not recovered"
 
 @pytest.fixture
 def broker() -> Broker:
-    return Broker.objects.create(name=f"rabbit-{uuid.uuid4().hex[:6]}", kind=BrokerKind.RABBITMQ, endpoint="amqp://x")
+    return BrokerFactory(kind=BrokerKind.RABBITMQ)
 
 
 @pytest.fixture
@@ -94,7 +91,7 @@ def finished_run(
         {"name": "recovered", "step": "verified", "expected": 2, "actual": 2 if not failed_step else 0,
          "ok": not failed_step},
     ]  # fmt: skip
-    run = DrillRun.objects.create(
+    run = DrillRunFactory(
         drill=drill, trigger=DrillTrigger.SCHEDULE, slot=started, outcome=outcome,
         state=OUTCOME_STATE[DrillOutcome(outcome)], failed_step=failed_step,
         reason=f"recovered: {REASON}" if failed_step else "", started_at=started,
@@ -151,8 +148,8 @@ def test_the_run_page_shows_each_step_with_its_timing_and_each_expectation(clien
 
 
 def test_an_active_run_polls_for_its_live_part(client_for: Any, approved: Drill) -> None:
-    run = DrillRun.objects.create(
-        drill=approved, trigger=DrillTrigger.MANUAL, state=JobState.RUNNING, step=DrillStep.CAPTURED,
+    run = DrillRunFactory(
+        drill=approved, state=JobState.RUNNING, step=DrillStep.CAPTURED,
         started_at=timezone.now(), steps=[{"step": "provisioned", "started_at": timezone.now().isoformat(),
                                            "seconds": 0.4, "ok": True, "detail": {}}],
     )  # fmt: skip
@@ -167,12 +164,10 @@ def test_an_active_run_polls_for_its_live_part(client_for: Any, approved: Drill)
 
 
 def test_a_run_in_its_replay_phase_shows_as_replaying(client_for: Any, approved: Drill, author: Any) -> None:
-    plan = ReplayPlan.objects.create(name="drill plan", author=author, state="running")
-    replay = ReplayRun.objects.create(plan=plan, state=RunState.RUNNING, plan_hash="x")
-    run = DrillRun.objects.create(
-        drill=approved, trigger=DrillTrigger.MANUAL, state=JobState.QUEUED, step=DrillStep.REPLAYED,
-        replay_run=replay, started_at=timezone.now(),
-    )  # fmt: skip
+    replay = ReplayRunFactory(plan__author=author, plan__state="running")
+    run = DrillRunFactory(
+        drill=approved, state=JobState.QUEUED, step=DrillStep.REPLAYED, replay_run=replay, started_at=timezone.now()
+    )
     client = client_for(Role.VIEWER)
     partial = client.get(reverse("drill-run-detail", args=[run.pk]), headers={"HX-Request": "true"}).content.decode()
     assert 'data-state="replaying"' in partial and ">Replaying</span>" in partial and "hx-get" in partial

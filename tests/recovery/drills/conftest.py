@@ -12,33 +12,26 @@ import pytest
 from recovery.classification.services import default_rules_install
 from recovery.drills.services import drill_create
 from recovery.models import Broker, BrokerKind, Drill
-from recovery.permissions import Role, role_groups
-from tests.brokers.harness import HARNESSES
+from recovery.permissions import Role
+from tests.brokers.fixtures import record_drill_queues
+from tests.factories import BrokerFactory, UserFactory
 
 
 @pytest.fixture
-def people(db: Any, django_user_model: Any) -> dict[str, Any]:
+def people(db: Any) -> dict[str, Any]:
     """An author (operator), two approvers, an admin who also plans, and a viewer (no password:
     hashing five per test would dominate these tests' time)."""
-    groups = role_groups()
     roles = {
         "author": (Role.OPERATOR,), "approver": (Role.APPROVER,), "approver2": (Role.APPROVER,),
         "admin": (Role.OPERATOR, Role.ADMIN), "viewer": (Role.VIEWER,),
     }  # fmt: skip
-    made = {}
-    for key, held in roles.items():
-        user = django_user_model.objects.create(username=f"{key}-{uuid.uuid4().hex[:6]}")
-        user.groups.set([groups[role] for role in held])
-        made[key] = user
-    return made
+    return {key: UserFactory(password=None, roles=held) for key, held in roles.items()}
 
 
 @pytest.fixture
-def make_person(db: Any, django_user_model: Any) -> Callable[..., Any]:
+def make_person(db: Any) -> Callable[..., Any]:
     def make(*roles: Role) -> Any:
-        user = django_user_model.objects.create(username=f"p-{uuid.uuid4().hex[:8]}")
-        user.groups.set([role_groups()[role] for role in roles])
-        return user
+        return UserFactory(password=None, roles=roles)
 
     return make
 
@@ -46,7 +39,7 @@ def make_person(db: Any, django_user_model: Any) -> Callable[..., Any]:
 @pytest.fixture
 def idle_broker(db: Any) -> Broker:
     """A broker row nobody is called on (validation and four-eyes tests)."""
-    return Broker.objects.create(name=f"idle-{uuid.uuid4().hex[:8]}", kind=BrokerKind.RABBITMQ, endpoint="amqp://x")
+    return BrokerFactory(kind=BrokerKind.RABBITMQ)
 
 
 @pytest.fixture
@@ -65,23 +58,9 @@ def default_rules(db: Any) -> None:
     default_rules_install(actor="test")
 
 
-@pytest.fixture(params=["rabbitmq", "sqs", "kafka"])
-def harness(request: Any, db: Any) -> Iterator[Any]:
-    """A real broker per parameter; the drill queues a test records in ``harness.drill_queues``
-    (names, or SQS URLs) are deleted afterwards."""
-    made = HARNESSES[request.param]()
-    yield made
-    record_drill_queues(made)
-    made.cleanup()
-
-
-def record_drill_queues(harness: Any) -> None:
-    """Hand every drill queue provisioned on the harness's broker to its cleanup."""
-    for drill in Drill.objects.filter(broker=harness.broker).select_related("dlq"):
-        if harness.kind == BrokerKind.SQS:
-            names = [drill.work_address, drill.dlq.address if drill.dlq else ""]
-            harness.queues.extend(n for n in names if n)
-        elif harness.kind == BrokerKind.KAFKA:
-            harness.topics.extend(drill.created_queues)
-        else:
-            harness.queues.extend(drill.created_queues)
+@pytest.fixture
+def harness(harness: Any) -> Iterator[Any]:
+    """A real broker per kind (tests/brokers/fixtures.py); the queues the test's drills
+    provisioned on it are deleted with the harness's own."""
+    yield harness
+    record_drill_queues(harness)

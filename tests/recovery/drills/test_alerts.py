@@ -18,6 +18,7 @@ from recovery.drills import alerts
 from recovery.drills.outcome import drill_run_close
 from recovery.drills.selectors import drill_metrics
 from recovery.models import AuditEvent, DrillOutcome, DrillRun, DrillTrigger, JobState
+from tests.factories import DrillRunFactory
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +54,7 @@ def _url(server: ThreadingHTTPServer) -> str:
 
 
 def _fail(drill: Any, capture: Any, **fields: Any) -> DrillRun:
-    run = DrillRun.objects.create(drill=drill, trigger=DrillTrigger.MANUAL, state=JobState.RUNNING)
+    run = DrillRunFactory(drill=drill, state=JobState.RUNNING)
     with capture(execute=True):
         drill_run_close(run, outcome=DrillOutcome.FAILED, failed_step="verified", reason="2 not recovered", **fields)
     run.refresh_from_db()
@@ -116,7 +117,7 @@ def test_a_passing_run_raises_no_alert_and_resets_the_streak(
 ) -> None:
     drill = make_drill(alert_webhook_url=_url(hook))
     _fail(drill, django_capture_on_commit_callbacks)
-    run = DrillRun.objects.create(drill=drill, trigger=DrillTrigger.MANUAL, state=JobState.RUNNING)
+    run = DrillRunFactory(drill=drill, state=JobState.RUNNING)
     with django_capture_on_commit_callbacks(execute=True):
         assert drill_run_close(run, outcome=DrillOutcome.PASSED)
         assert not drill_run_close(run, outcome=DrillOutcome.FAILED), "a run ends once"
@@ -131,7 +132,7 @@ def test_a_skipped_run_alerts_as_skipped_not_failed(
     make_drill: Any, hook: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     drill = make_drill(alert_webhook_url=_url(hook))
-    run = DrillRun.objects.create(drill=drill, trigger=DrillTrigger.SCHEDULE)
+    run = DrillRunFactory(drill=drill, trigger=DrillTrigger.SCHEDULE)
     with django_capture_on_commit_callbacks(execute=True):
         assert drill_run_close(run, outcome=DrillOutcome.SKIPPED, reason="not run: it has not been approved")
     ((_, payload),) = hook.received

@@ -20,8 +20,9 @@ from recovery.drills.services import (
     drill_update,
 )
 from recovery.errors import InvalidInput, NotPermitted
-from recovery.models import AuditEvent, DrillOutcome, DrillRun, DrillTrigger, JobState, PlanApproval, ReplayPlan
+from recovery.models import AuditEvent, DrillOutcome, DrillRun, DrillTrigger, JobState, PlanApproval
 from recovery.permissions import Role, role_groups
+from tests.factories import ReplayPlanFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -125,10 +126,10 @@ def test_the_standing_approval_covers_only_the_drills_own_plan(make_drill: Any, 
     drill = make_drill()
     drill_approve(actor=people["approver"], drill=drill)
     run = drill_run_now(actor=people["author"], drill=drill)
-    foreign = ReplayPlan.objects.create(name="someone else's", author=people["admin"], state="submitted")
+    foreign = ReplayPlanFactory(author=people["admin"], state="submitted")
     with pytest.raises(DrillFourEyes, match="only plans its author drafted"):
         drill_plan_approve(drill_run=run, plan=foreign)
-    own = ReplayPlan.objects.create(name="drill plan", author=people["author"], state="draft")
+    own = ReplayPlanFactory(author=people["author"])
     with pytest.raises(InvalidInput, match="not submitted"):
         drill_plan_approve(drill_run=run, plan=own)
     assert not PlanApproval.objects.exists()
@@ -140,7 +141,7 @@ def test_a_run_of_a_drill_changed_since_it_started_gets_no_plan_approval(make_dr
     run = drill_run_now(actor=people["author"], drill=drill)
     DrillRun.objects.filter(pk=run.pk).update(drill_hash="0" * 64)  # the version it started with
     run.refresh_from_db()
-    plan = ReplayPlan.objects.create(name="drill plan", author=people["author"], state="submitted")
+    plan = ReplayPlanFactory(author=people["author"], state="submitted")
     with pytest.raises(DrillNotApproved, match="changed since this run started"):
         drill_plan_approve(drill_run=run, plan=plan)
 
@@ -151,8 +152,8 @@ def test_a_plan_that_differs_from_the_approved_template_is_refused(make_drill: A
     drill = make_drill(rate_per_second=50)
     drill_approve(actor=people["approver"], drill=drill)
     run = drill_run_now(actor=people["author"], drill=drill)
-    plan = ReplayPlan.objects.create(
-        name="drill plan", author=people["author"], state="submitted", rate_per_second=5000, target_broker=drill.broker
+    plan = ReplayPlanFactory(
+        author=people["author"], state="submitted", rate_per_second=5000, target_broker=drill.broker
     )
     plan.content_hash = plan_content_hash(plan)
     plan.save()

@@ -17,7 +17,6 @@ from recovery.drills.services import drill_approve, drill_run_now, drill_schedul
 from recovery.jobs import definitions as jobs
 from recovery.models import (
     AuditEvent,
-    Broker,
     BrokerKind,
     DrillOutcome,
     DrillRun,
@@ -25,6 +24,7 @@ from recovery.models import (
     JobState,
     WorkerHeartbeat,
 )
+from tests.factories import BrokerFactory
 from tests.helpers import wait_until
 from tests.recovery.test_job_backends import RQ_WORKER, VENV_BIN, _process
 
@@ -120,7 +120,7 @@ def test_two_scheduler_processes_run_a_due_drill_once(
     make_drill: Any, people: Any, test_redis: Any, tmp_path: Path
 ) -> None:
     # an unreachable broker: the run itself fails fast at its first step; what counts is how many runs
-    down = Broker.objects.create(name="down-rabbit", kind=BrokerKind.RABBITMQ, endpoint="amqp://127.0.0.1:1/%2F")
+    down = BrokerFactory(kind=BrokerKind.RABBITMQ)
     drill = make_drill(broker=down, schedule=YEARLY)
     drill_approve(actor=people["approver"], drill=drill)
     slot = _due(drill)

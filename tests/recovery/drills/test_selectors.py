@@ -10,8 +10,9 @@ import pytest
 from django.utils import timezone
 
 from recovery.drills.selectors import drill_history, drill_trend, drills_failing, drills_list
-from recovery.models import DrillOutcome, DrillRun, DrillTrigger, JobState, ReplayPlan, ReplayRun, RunState
+from recovery.models import DrillOutcome, DrillRun, DrillTrigger, JobState
 from recovery.models.drills import OUTCOME_STATE
+from tests.factories import DrillRunFactory, ReplayRunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +29,7 @@ def _runs(drill: Any, *outcomes: tuple[str, float | None]) -> list[DrillRun]:
     start = timezone.now() - timedelta(hours=len(outcomes))
     made = []
     for index, (status, recover) in enumerate(outcomes):
-        run = DrillRun.objects.create(
+        run = DrillRunFactory(
             drill=drill, trigger=DrillTrigger.SCHEDULE, slot=start + timedelta(hours=index), **_status(status),
             time_to_recover_seconds=recover, time_to_capture_seconds=1.5 if recover else None,
             failed_step="verified" if status == DrillOutcome.FAILED else "",
@@ -80,10 +81,9 @@ def test_the_list_carries_each_drills_latest_run(make_drill: Any) -> None:
 
 def test_the_list_shows_a_run_in_its_replay_phase_as_replaying(make_drill: Any, people: dict[str, Any]) -> None:
     drill = make_drill()
-    plan = ReplayPlan.objects.create(name="drill plan", author=people["author"], state="running")
-    replay = ReplayRun.objects.create(plan=plan, state=RunState.RUNNING, plan_hash="x")
+    replay = ReplayRunFactory(plan__author=people["author"], plan__state="running")
     for state in (JobState.QUEUED, JobState.RUNNING):  # handed over to its continuation, or in a slice
-        run = DrillRun.objects.create(drill=drill, trigger=DrillTrigger.MANUAL, state=state, replay_run=replay)
+        run = DrillRunFactory(drill=drill, state=state, replay_run=replay)
         assert (run.status, drills_list().get(pk=drill.pk).latest_status) == ("replaying", "replaying")
         DrillRun.objects.filter(pk=run.pk).update(state=JobState.SUCCEEDED, outcome=DrillOutcome.PASSED)
     assert drills_list().get(pk=drill.pk).latest_status == "passed"

@@ -12,6 +12,7 @@ from recovery.drills.services import drill_create, drill_update
 from recovery.drills.validation import is_drill_queue
 from recovery.errors import InvalidInput, NotPermitted
 from recovery.models import AuditEvent, Broker, BrokerKind, Drill
+from tests.factories import BrokerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -115,7 +116,7 @@ def test_it_refuses_other_bad_fields(make_drill: Any, data: dict, field: str, me
 
 
 def test_sqs_queue_names_and_batch_limits_apply(make_drill: Any) -> None:
-    sqs = Broker.objects.create(name="sqs-v", kind=BrokerKind.SQS, endpoint="http://127.0.0.1:1")
+    sqs = BrokerFactory(kind=BrokerKind.SQS)
     with pytest.raises(DrillInvalid, match="not a valid sqs name"):
         make_drill(broker=sqs, work_queue="drill.orders")
     with pytest.raises(DrillInvalid, match="sqs limit"):

@@ -22,12 +22,11 @@ from recovery.models import (
     DrillOutcome,
     DrillRun,
     DrillRunState,
-    DrillTrigger,
     JobState,
-    ReplayPlan,
     ReplayRun,
     RunState,
 )
+from tests.factories import DrillRunFactory, ReplayRunFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,7 +38,7 @@ def _rq(settings: Any, test_redis: Any) -> None:
 
 def _run(drill: Any, **fields: Any) -> DrillRun:
     created = fields.pop("created_at", None)
-    run = DrillRun.objects.create(drill=drill, trigger=DrillTrigger.MANUAL, **fields)
+    run = DrillRunFactory(drill=drill, **fields)
     if created:
         DrillRun.objects.filter(pk=run.pk).update(created_at=created)
     run.refresh_from_db()
@@ -48,8 +47,7 @@ def _run(drill: Any, **fields: Any) -> DrillRun:
 
 def _replay(people: dict[str, Any]) -> ReplayRun:
     """A replay run under way, as a drill run's second phase has one."""
-    plan = ReplayPlan.objects.create(name="drill plan", author=people["author"], state="running")
-    return ReplayRun.objects.create(plan=plan, state=RunState.RUNNING, plan_hash="x")
+    return ReplayRunFactory(plan__author=people["author"], plan__state="running")
 
 
 def _lost_ago(settings: Any) -> Any:
