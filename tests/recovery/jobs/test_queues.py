@@ -3,7 +3,6 @@ scheduled capture passes (it used to start 20 s late behind them on the one shar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,12 @@ from rq import Queue, Worker
 from recovery.capture.services import capture_due_passes_enqueue
 from recovery.models import CapturePass, DeadLetterQueue, LedgerEntry, ReplayRun
 from tests.brokers.harness import RabbitHarness
+from tests.factories import DeadLetterQueueFactory
 from tests.helpers import wait_until
 from tests.recovery.replay.helpers import approved_plan, captured_letters, start
 from tests.recovery.test_job_backends import VENV_BIN, _process
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture
-def rabbit() -> Iterator[RabbitHarness]:
-    made = RabbitHarness()
-    yield made
-    made.cleanup()
 
 
 def _rq_worker(queue: str, log: Path) -> Any:
@@ -44,8 +37,7 @@ def test_a_replay_run_starts_within_a_second_while_100_capture_passes_are_queued
     plan, _author = approved_plan(rabbit, dlq, rabbit.target(), make_user, rate_per_second=100, batch_size=5)
     # 100 scheduled capture passes of DLQs whose queues are gone from the broker: each fails on its own
     for n in range(100):
-        DeadLetterQueue.objects.create(broker=rabbit.broker, name=f"{dlq.name}-gone-{n}",
-                                       address=f"{dlq.address}-gone-{n}", capture_interval=60)  # fmt: skip
+        DeadLetterQueueFactory(broker=rabbit.broker, address=f"{dlq.address}-gone-{n}", capture_interval=60)
     passes = capture_due_passes_enqueue()
     assert len(passes) == 100 and test_redis.llen("rq:queue:capture") >= 100  # and the first capture's classify jobs
 

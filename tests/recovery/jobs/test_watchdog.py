@@ -4,7 +4,6 @@ their retries run out, and rows whose jobs are alive are left alone."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,13 +20,6 @@ from tests.brokers.harness import RabbitHarness
 from tests.helpers import run_queued_jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def rabbit() -> Iterator[RabbitHarness]:
-    made = RabbitHarness()
-    yield made
-    made.cleanup()
 
 
 def _long_ago(settings: Any, seconds_setting: str) -> Any:
