@@ -2,14 +2,16 @@
 # `make test`: the same set-up as `make run`, lint, then the whole pytest suite against the real
 # services in two phases:
 #
-#   1. parallel: `pytest -n $TEST_WORKERS -m "not (serial or timing)"` (pytest-xdist). Each worker
+#   1. parallel: `pytest -n $TEST_WORKERS -m "not (serial or timing or forks)"` (pytest-xdist). Each worker
 #      has its own test database (test_dlq_console_gwN), Redis database (1 + N), metrics folder
 #      and broker names (queues, topics, SQS queues and consumer groups carry "gwN"):
 #      tests/environment.py and tests/namespace.py.
-#   2. alone: `pytest -m "serial or timing"`, in one process after phase 1: the tests that stop,
-#      restart or flush a service every test shares (marker `serial`: scripts/services.sh
-#      restarts, Redis SCRIPT FLUSH) and those that assert a speed or latency bound, which the
-#      other workers' load must not decide (marker `timing`).
+#   2. alone: `pytest -m "serial or timing or forks"`, in one process after phase 1: the tests that
+#      stop, restart or flush a service every test shares (marker `serial`: scripts/services.sh
+#      restarts, Redis SCRIPT FLUSH), those that assert a speed or latency bound, which the other
+#      workers' load must not decide (marker `timing`), and those that fork the test process,
+#      which must then have no other thread (marker `forks`: an xdist worker runs execnet's, and a
+#      child forked while that thread held a lock hangs).
 #
 # Both phases always run; the script fails when either fails. A phase that selects no test (pytest
 # exit code 5) counts as passed only when the other phase ran tests.
@@ -54,7 +56,7 @@ run_phase() {
 # --dist loadgroup: tests go out one by one, in collection order (tests/environment.py puts the
 # long ones first), except those marked xdist_group(name): one worker runs each such group.
 parallel=(-n "$workers" --dist loadgroup)
-alone="serial or timing"
+alone="serial or timing or forks"
 if [ "$fast" = 1 ]; then
   without="not browser and not fault"
   parallel_marks="not ($alone) and $without"

@@ -14,6 +14,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from recovery.observability import multiproc
 
+# These tests fork the test process (dead RQ work horses): an xdist worker's execnet thread can hold
+# a lock at the fork and leave the child hanging, so they run in the alone phase (scripts/test.sh).
+pytestmark = pytest.mark.forks
+
 REGISTRY = CollectorRegistry()
 HITS = Counter("test_multiproc_hits", "Test counter.", ["kind"], registry=REGISTRY)
 LATEST = Gauge("test_multiproc_latest", "Test gauge.", multiprocess_mode="mostrecent", registry=REGISTRY)
