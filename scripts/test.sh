@@ -23,7 +23,8 @@
 # Extra arguments (`make test PYTEST_ARGS="tests/brokers -k sqs"`) go to pytest in each phase,
 # after the phase's own options: paths, -k and -x narrow both phases; `-n 0` runs phase 1 in one
 # process (phase 2 always runs in one); a `-m` of your own replaces the phase's marker selection,
-# so both phases would run what it selects (in phase 1 in parallel).
+# so both phases would run what it selects (in phase 1 in parallel). With arguments, phase 1 gets
+# one worker per 20 tests they select (one process for 20 or fewer), unless TEST_WORKERS is set.
 # TEST_WORKERS sets the number of xdist workers. The default, 6, was measured on the 2-core
 # development machines (quiet machine, whole `make test`): 3 workers 5:43, 4 workers 4:48,
 # 6 workers 4:04, 8 workers 4:02. The tests mostly wait on brokers, subprocesses and timeouts,
@@ -55,9 +56,6 @@ run_phase() {
   set -e
 }
 
-# --dist loadgroup: tests go out one by one, in collection order (tests/environment.py puts the
-# long ones first), except those marked xdist_group(name): one worker runs each such group.
-parallel=(-n "$workers" --dist loadgroup)
 alone="serial or timing or forks"
 if [ "$fast" = 1 ]; then
   without="not browser and not fault"
@@ -70,7 +68,23 @@ else
   title=""
 fi
 
-run_phase "${title}phase 1 of 2, parallel ($workers workers)" "${parallel[@]}" -m "$parallel_marks" "$@"
+# A selection of your own (a file, -k) gets the workers it needs: each worker first makes its own
+# test database (several seconds), so one per 20 selected tests, one process for 20 or fewer.
+if [ $# -gt 0 ] && [ -z "${TEST_WORKERS:-}" ]; then
+  selected=$("$VENV/bin/pytest" --collect-only -q -m "$parallel_marks" "$@" -n 0 2>/dev/null \
+    | sed -n 's/^\([0-9][0-9]*\)\(\/[0-9]*\)\{0,1\} tests\{0,1\} collected.*/\1/p' | tail -n 1)
+  selected=${selected:-0}
+  needed=$(((selected + 19) / 20))
+  [ "$needed" -lt "$workers" ] && workers=$needed
+  [ "$workers" -lt 2 ] && workers=0
+fi
+
+# --dist loadgroup: tests go out one by one, in collection order (tests/environment.py puts the
+# long ones first), except those marked xdist_group(name): one worker runs each such group.
+parallel=(-n "$workers" --dist loadgroup)
+
+run_phase "${title}phase 1 of 2, parallel ($([ "$workers" = 0 ] && echo "one process" || echo "$workers workers"))" \
+  "${parallel[@]}" -m "$parallel_marks" "$@"
 parallel_rc=$rc
 run_phase "${title}phase 2 of 2, alone (tests that restart or flush a shared service, or time themselves)" \
   -m "$serial_marks" "$@" -n 0
