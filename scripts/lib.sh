@@ -26,7 +26,13 @@ WEB_PORT="${PORT:-$((PORT_BASE + 8))}"
 
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_DB=dlq_console
-RABBIT_NODE="dlq-$KEY@localhost"
+# The node name follows the state folder: a private instance (DLQ_STATE_DIR, as the services
+# script's own tests start beside the suite's) never shares a node name with the checkout's.
+if [ "$STATE" != "/var/tmp/dlq-console-$KEY" ]; then
+  RABBIT_NODE="dlq-$(printf '%s' "$STATE" | sha1sum | cut -c1-10)@localhost"
+else
+  RABBIT_NODE="dlq-$KEY@localhost"
+fi
 LOCALSTACK_PYTHON="${LOCALSTACK_PYTHON:-/root/.pyenv/versions/3.13.0/bin/python3.13}"
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*"; }

@@ -4,14 +4,13 @@ nothing running. Runs private instances (own state folder and ports), never the 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "services.sh"
@@ -20,12 +19,18 @@ pytestmark = pytest.mark.slow
 
 
 def _base_port() -> int:
-    """A run of 10 free ports (the script uses base+0 .. base+8)."""
-    for _ in range(50):
-        base = free_port() // 10 * 10
-        if base + 10 < 65535 and all(_free(base + i) for i in range(10)):
+    """A run of 10 free ports (the script uses base+0 .. base+8) between 10000 and 19999.
+
+    Below the kernel's ephemeral range (32768-60999 here), so that no outgoing connection of a
+    test running beside this one can take one of the ports between this check and the start
+    (it did once: RabbitMQ's node did not start on a base the kernel had handed out), and below
+    the checkouts' own bases (20000-29999, scripts/lib.sh)."""
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        base = rng.randrange(10000, 19990, 10)
+        if all(_free(base + i) for i in range(10)):
             return base
-    raise RuntimeError("no run of free ports")
+    raise RuntimeError("no run of 10 free ports between 10000 and 19999")
 
 
 def _free(port: int) -> bool:
@@ -50,7 +55,7 @@ def services(tmp_path: Path):
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=180)
         if check:
-            assert result.returncode == 0, result.stdout + result.stderr
+            assert result.returncode == 0, result.stdout + result.stderr + _log_tails(state)
         return result
 
     run.state = state  # type: ignore[attr-defined]
@@ -59,6 +64,15 @@ def services(tmp_path: Path):
     yield run
     run("down", check=False)
     subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+def _log_tails(state: Path) -> str:
+    """The last lines of every log the script wrote, so a failed start explains itself in CI."""
+    tails = []
+    for log in sorted(state.glob("*/**/*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-15:]
+        tails.append(f"\n--- {log}\n" + "\n".join(lines))
+    return "".join(tails)
 
 
 def _pid(path: Path) -> int:
