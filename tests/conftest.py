@@ -10,6 +10,7 @@ from django.test import Client
 
 from recovery.models import DeadLetterQueue
 from recovery.permissions import Role
+from tests.database import django_db_setup  # noqa: F401 (replaces pytest-django's: a copied template)
 from tests.factories import DeadLetterQueueFactory, UserFactory
 
 pytest_plugins = ["tests.brokers.fixtures"]

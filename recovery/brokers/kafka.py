@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -112,10 +113,14 @@ class KafkaAdapter:
         # a fatal error, which only an idempotent producer raises here and which ends that producer.
         self._alarm: KafkaError | None = None
         self._producer_failed = False
+        self._refusal_checked = False
 
     def client_config(self) -> dict[str, Any]:
         if not self.broker.endpoint:
             raise BrokerError("a Kafka broker needs bootstrap servers (host:port[,host:port])", permanent=True)
+        if not self._refusal_checked:
+            _refuse_when_every_server_refuses(self.broker.endpoint, self.timeout)
+            self._refusal_checked = True
         config: dict[str, Any] = {
             "bootstrap.servers": self.broker.endpoint,
             "socket.timeout.ms": int(self.timeout * 1000),
@@ -512,6 +517,37 @@ class KafkaAdapter:
         if found.error is not None:
             raise _broker_error(f"topic {topic}", found.error)
         return sorted(found.partitions)
+
+
+def _bootstrap_addresses(endpoint: str) -> list[tuple[str, int]]:
+    """host:port pairs of a bootstrap list ("a:9092,PLAINTEXT://b:9092,[::1]:9092"); an entry
+    without a port is left out (librdkafka decides what it means)."""
+    addresses = []
+    for entry in endpoint.split(","):
+        host, _, port = entry.strip().rpartition("://")[2].rpartition(":")
+        if host and port.isdigit():
+            addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def _refuse_when_every_server_refuses(endpoint: str, timeout: float) -> None:
+    """Raises a (transient) BrokerError when every bootstrap server actively refuses a TCP
+    connection. librdkafka would retry a refused connection until the call's timeout, so a ping,
+    a capture pass or a precondition check of a broker that is down would take the whole timeout
+    to say so; a refusal is a definite answer. Anything else (a timeout, a name that does not
+    resolve, one server answering) is left to librdkafka, which reports it as it always has."""
+    addresses = _bootstrap_addresses(endpoint)
+    if not addresses:
+        return
+    for address in addresses:
+        try:
+            with socket.create_connection(address, timeout=min(timeout, 3.0)):
+                return
+        except ConnectionRefusedError:
+            continue
+        except OSError:
+            return
+    raise BrokerError(f"cannot reach {endpoint}: connection refused by every bootstrap server")
 
 
 def _broker_error(context: str, error: KafkaError) -> BrokerError:

@@ -280,6 +280,25 @@ def test_a_broker_that_is_down_raises_broker_error_within_seconds(adapters, capf
     assert capfd.readouterr().err == ""  # librdkafka stays quiet about the reconnects
 
 
+def test_a_broker_that_refuses_every_connection_is_reported_at_once_not_after_the_timeout(adapters) -> None:
+    """librdkafka retries a refused connection until the call's timeout; the adapter takes a
+    refusal from every bootstrap server as the answer (a precondition check or capture pass of a
+    down broker said so only after 5 or 10 s)."""
+    adapter = adapters(endpoint="127.0.0.1:1,localhost:1", timeout=120)
+    started = time.monotonic()
+    with pytest.raises(BrokerError, match="refused by every bootstrap server") as raised:
+        adapter.ping()
+    assert time.monotonic() - started < 30, "waited for librdkafka's timeout"
+    assert not raised.value.permanent, "a broker that is down may come back: the pass is retried"
+    adapter.close()
+
+
+def test_one_refusing_bootstrap_server_does_not_hide_one_that_answers(adapters) -> None:
+    adapter = adapters(endpoint=f"127.0.0.1:1,{SERVERS}", timeout=10)
+    assert adapter.ping().detail.startswith("1 broker(s)")
+    adapter.close()
+
+
 @contextlib.contextmanager
 def _private_tansu() -> Iterator[str]:
     """A throwaway Tansu of our own on a free port (memory storage), for a test that kills it."""
