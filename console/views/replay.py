@@ -66,7 +66,9 @@ def _plan_context(request: HttpRequest, plan: ReplayPlan, form: dict[str, Any] |
     )
     frozen = plan.state != PlanState.DRAFT and bool(item_counts)
     item_filter = plan_items.ItemFilter.from_params(request.GET)
-    page, rows = plan_items.items_page(plan, item_filter, request.GET.get("items_page")) if frozen else (None, [])
+    page, rows = (
+        plan_items.items_page(plan, item_filter, request.GET.get("items_page"), user=user) if frozen else (None, [])
+    )
     return {
         "plan": plan,
         "selection": selection,

@@ -3,8 +3,9 @@ shape, computed from the items themselves, so it is what will run and not what t
 holds now) and the items, paged and filtered.
 
 Items show the letter's id, DLQ, category, disposition and failure class, never its body or
-headers: the columns hold nothing a mask covers, so there is nothing to fail open. The error
-class is the same text the letters list shows to everyone who may see the console.
+headers. The failure class is a masked field (recovery.masking.letters.MASKED_TEXT_FIELDS): it is
+shown only through the reader's masker for the letter's DLQ, so a mask holds here as on the
+letters list (fails closed: the masker is built per row's DLQ, with no unmasked default).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, QuerySet
 
+from recovery.masking.letters import letter_masker
 from recovery.models import Broker, Category, Disposition, PlanItem, PlanItemState, ReplayPlan
 from recovery.replay import targets
 
@@ -104,10 +106,12 @@ class ItemFilter:
 class ItemRow:
     item: PlanItem
     target: str
+    failure: str  # the letter's error class, masked for the reader
 
 
-def items_page(plan: ReplayPlan, item_filter: ItemFilter, page_number: Any) -> tuple[Page, list[ItemRow]]:
-    """One page of the plan's items in letter order, with each target described."""
+def items_page(plan: ReplayPlan, item_filter: ItemFilter, page_number: Any, *, user: Any) -> tuple[Page, list[ItemRow]]:
+    """One page of the plan's items in letter order, with each target described and each
+    letter's failure class masked for ``user``."""
     items = item_filter.apply(
         PlanItem.objects.filter(plan=plan)
         .select_related("letter", "letter__dlq")
@@ -122,10 +126,21 @@ def items_page(plan: ReplayPlan, item_filter: ItemFilter, page_number: Any) -> t
             "letter__error_class",
             "letter__state",
             "letter__dlq__name",
+            "letter__dlq__mask_json_paths",
+            "letter__dlq__mask_headers",
+            "letter__dlq__mask_emails",
+            "letter__dlq__mask_card_numbers",
         )  # fmt: skip
         .order_by("letter_id")
     )
     page = Paginator(items, ITEMS_PER_PAGE).get_page(page_number)
     names = dict(Broker.objects.values_list("id", "name"))
-    rows = [ItemRow(item=i, target=targets.describe(i.target, names) if i.target else "") for i in page.object_list]
+    rows = [
+        ItemRow(
+            item=i,
+            target=targets.describe(i.target, names) if i.target else "",
+            failure=letter_masker(i.letter, user).text(i.letter.error_class),
+        )
+        for i in page.object_list
+    ]
     return page, rows

@@ -121,3 +121,16 @@ def test_frozen_items_are_paged_and_a_bad_filter_value_is_ignored(dlq, people) -
     breakdown = plan_items.frozen_breakdown(plan)
     assert (breakdown.included, breakdown.excluded) == (plan_items.ITEMS_PER_PAGE + 5, 0)
     assert sum(n for _, n in breakdown.targets) == plan_items.ITEMS_PER_PAGE + 5
+
+
+def test_frozen_items_show_a_letters_failure_class_masked(people) -> None:
+    """Masks fail closed here too: the failure class is a masked field of the letter."""
+    from tests.factories import DeadLetterQueueFactory
+
+    masked_dlq = DeadLetterQueueFactory(mask_emails=True)
+    DeadLetterFactory(dlq=masked_dlq, replayable=True, error_class="RefusedFor:alice@example.com")
+    plan = _submitted(masked_dlq, people["author"])
+
+    html = _client(people["approver"]).get(f"/plans/{plan.pk}/").content.decode()
+    assert 'data-item-state="included"' in html
+    assert "alice@example.com" not in html and "RefusedFor:" in html
