@@ -96,12 +96,14 @@ def duplicates_reevaluate(*, rule_model: Any, event_model: Any, actor_name: str 
         marked = cursor.fetchall()
     firsts = store.first_same_key(sorted({row[1] for row in marked if row[1]}))
     keep: list[tuple[int, int, str]] = []
+    undiscarded = 0
     wrong_by_classifier: list[int] = []
     wrong_by_hand: list[int] = []
     for letter_id, key, _duplicate_of, _category, disposition, classified_by in marked:
         first = firsts.get(key) if key else None
         if first is not None and first < letter_id:
             by_default = classified_by == "duplicate" and disposition == "discard"
+            undiscarded += by_default
             keep.append((letter_id, first, "hold" if by_default else disposition))
         elif classified_by == "duplicate":
             wrong_by_classifier.append(letter_id)
@@ -120,7 +122,7 @@ def duplicates_reevaluate(*, rule_model: Any, event_model: Any, actor_name: str 
         "returned_to_open": len(wrong_by_classifier),
         "unlinked_manual": len(wrong_by_hand),
         "kept_as_duplicates": len(keep),
-        "no_longer_discarded": sum(1 for k in keep if k[2] == "hold"),
+        "no_longer_discarded": undiscarded,
     }
     if wrong_by_classifier or wrong_by_hand or changed["no_longer_discarded"]:
         audit_append(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KeyTextTransform
 
 from recovery.brokers.base import BrokerError
 from recovery.brokers.registry import broker_session
@@ -50,7 +50,7 @@ def frozen_kafka_targets(plan: ReplayPlan) -> KafkaTargets:
         return {}
     rows = (
         PlanItem.objects.filter(plan=plan, state=PlanItemState.INCLUDED, target__broker__in=list(kafka))
-        .annotate(group=KT("letter__failure_extras__consumer_group"))
+        .annotate(group=KeyTextTransform("consumer_group", "letter__failure_extras"))
         .values_list("target", "group")
         .distinct()
     )

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.db.models import Case, TextField, Value, When
 from django.db.models.fields.json import KT
-from django.db.models.functions import Coalesce, Concat
+from django.db.models.functions import Cast, Coalesce, Concat
 
 from recovery.brokers.base import Target
 from recovery.models import BrokerKind, DeadLetterQueue, ReplayPlan, TargetSource
@@ -103,14 +103,19 @@ class Route:
 def route_expression() -> Concat:
     """The route of each letter, in SQL. Letters captured before replay_origin was recorded use the
     broker origin the normalisation kept when a framework's origin replaced it."""
-    sep = Value(ROUTE_SEPARATOR)
-    legacy_source = Case(When(failure_extras__has_key="broker_origin", then=Value("broker")), default=Value(""))
+    text = TextField()
+    sep, empty = Value(ROUTE_SEPARATOR, output_field=text), Value("", output_field=text)
+    legacy_source = Case(
+        When(failure_extras__has_key="broker_origin", then=Value("broker", output_field=text)),
+        default=empty, output_field=text,
+    )  # fmt: skip
     return Concat(
-        "origin", sep,
-        Coalesce(KT("failure_extras__replay_origin"), KT("failure_extras__broker_origin"), Value("")), sep,
-        Coalesce(KT("failure_extras__replay_origin_source"), legacy_source), sep,
-        Coalesce(KT("failure_extras__consumer_group"), Value("")),
-        output_field=TextField(),
+        Cast("origin", text), sep,
+        Coalesce(KT("failure_extras__replay_origin"), KT("failure_extras__broker_origin"), empty, output_field=text),
+        sep,
+        Coalesce(KT("failure_extras__replay_origin_source"), legacy_source, output_field=text), sep,
+        Coalesce(KT("failure_extras__consumer_group"), empty, output_field=text),
+        output_field=text,
     )  # fmt: skip
 
 
