@@ -116,25 +116,32 @@ def test_a_celery_task_rejected_on_rabbitmq_gets_its_queue_as_target_without_an_
     assert (item.target["name"], item.target["routing_key"]) == ("", work)
 
 
-def test_producer_set_x_original_headers_do_not_override_what_rabbitmq_recorded(rabbit, make_user) -> None:
+def test_producer_and_framework_headers_do_not_override_what_rabbitmq_recorded(rabbit, make_user) -> None:
     work, dlq_name = _dead_lettering_pair(rabbit)
+    original = {"x-original-exchange": "payments", "x-original-routingKey": "payment.created"}
+    framework_headers = [
+        original,  # Spring AMQP / a producer
+        {"MT-Fault-InputAddress": "rabbitmq://localhost/billing", "MT-Fault-ExceptionType": "System.TimeoutException"},
+        {"NServiceBus.FailedQ": "Billing@worker-1", "NServiceBus.ExceptionInfo.ExceptionType": "System.Exception"},
+    ]
     connection, channel = rabbit._channel()
     channel.confirm_delivery()
-    headers = {"x-original-exchange": "payments", "x-original-routingKey": "payment.created"}
-    channel.basic_publish(work, work, b'{"order": 7}', pika.BasicProperties(headers=headers, delivery_mode=2))
-    method, _props, _body = channel.basic_get(work)
-    channel.basic_reject(method.delivery_tag, requeue=False)  # the consumer gives up: RabbitMQ writes x-death
+    for n, headers in enumerate(framework_headers):
+        channel.basic_publish(work, work, b'{"order": %d}' % n, pika.BasicProperties(headers=headers, delivery_mode=2))
+        method, _props, _body = channel.basic_get(work)
+        channel.basic_reject(method.delivery_tag, requeue=False)  # the consumer gives up: RabbitMQ writes x-death
     connection.close()
-    _wait(lambda: _depth(rabbit, dlq_name) == 1, what="the rejected message in the DLQ")
+    _wait(lambda: _depth(rabbit, dlq_name) == 3, what="the rejected messages in the DLQ")
     dlq = rabbit.dlq_at(dlq_name)
-    rabbit.fill(dlq, [(b'{"order": 8}', headers)])  # a letter whose only record is the producer's headers
+    rabbit.fill(dlq, [(b'{"order": 9}', original)])  # a letter whose only record is the producer's headers
+
     letters = _capture(dlq)
-    assert len(letters) == 2
+    assert len(letters) == 4
     _author, plan = _plan(make_user, dlq)
     dry = freeze.dry_run(plan)
     broker = rabbit.broker.name
     assert dry.target_sources == {
-        (f"{broker}: (default exchange) → {work}", "broker record"): 1,
+        (f"{broker}: (default exchange) → {work}", "broker record"): 3,
         (f"{broker}: payments → payment.created", "from message headers"): 1,
     }
 
