@@ -180,10 +180,12 @@ def plan_detail(request: HttpRequest, plan_id: int) -> HttpResponse:
 def plan_readers(request: HttpRequest, plan_id: int) -> HttpResponse:
     """Who else reads records replayed to the plan's Kafka targets (HTMX): asked of the cluster now."""
     plan = get_object_or_404(ReplayPlan, pk=plan_id)
-    if plan.state == PlanState.DRAFT:
+    if plan.state != PlanState.DRAFT:
+        kafka_targets = readers.frozen_kafka_targets(plan)
+    elif readers.may_target_kafka(plan):  # the dry run is the page's costliest query: only when it can matter
         kafka_targets = freeze.dry_run(plan).kafka_targets
     else:
-        kafka_targets = readers.frozen_kafka_targets(plan)
+        kafka_targets = {}
     return render(request, "console/partials/plan_readers.html", {"readers": readers.kafka_readers(kafka_targets)})
 
 

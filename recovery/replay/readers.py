@@ -20,6 +20,7 @@ from recovery.brokers.base import BrokerError
 from recovery.brokers.registry import broker_session
 from recovery.models import Broker, BrokerKind, PlanItem, PlanItemState, ReplayPlan
 from recovery.replay import targets
+from recovery.triage.filters import LetterFilter
 
 CLUSTER_TIMEOUT = 3.0
 
@@ -41,6 +42,14 @@ class TopicReaders:
     def others(self) -> list[str]:
         """Groups on the cluster besides the ones the letters recorded as the failed reader."""
         return [g for g in self.cluster_groups if g not in self.recorded_groups]
+
+
+def may_target_kafka(plan: ReplayPlan) -> bool:
+    """Whether a draft can have a Kafka target: its override broker, or a letter's DLQ, is on Kafka
+    (a target is always on one of these)."""
+    if plan.target_broker_id and (plan.target_address or plan.target_routing_key):  # the override applies
+        return Broker.objects.filter(pk=plan.target_broker_id, kind=BrokerKind.KAFKA).exists()
+    return LetterFilter.from_json(plan.selection).apply().filter(dlq__broker__kind=BrokerKind.KAFKA).exists()
 
 
 def frozen_kafka_targets(plan: ReplayPlan) -> KafkaTargets:

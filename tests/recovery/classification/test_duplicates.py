@@ -143,3 +143,25 @@ def test_the_0017_reevaluation_returns_wrongly_marked_letters_to_open_and_audits
     assert verify_chain().ok
     assert duplicates_reevaluate(rule_model=ClassificationRule, event_model=AuditEvent)["returned_to_open"] == 0
     assert AuditEvent.objects.filter(seq__gt=before).count() == 1, "a second pass changes nothing, writes nothing"
+
+
+@pytest.mark.django_db
+def test_migration_0017_runs_the_reevaluation_on_its_historical_models(dlq) -> None:
+    import importlib
+
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+
+    migration = importlib.import_module("recovery.migrations.0017_targets_and_duplicates")
+    apps = MigrationLoader(connection).project_state(("recovery", "0017_targets_and_duplicates")).apps
+    first = DeadLetterFactory(dlq=dlq, body=b"same", headers={"message-id": "a"})
+    other = DeadLetterFactory(dlq=dlq, body=b"same", headers={"message-id": "b"})
+    letters_classify(letter_ids=[first.pk])
+    _old_mark(other, first)
+
+    migration.reevaluate_duplicates(apps, None)
+
+    other.refresh_from_db()
+    assert (other.duplicate_of_id, other.category, other.classified_by) == (None, "unknown", "default")
+    assert AuditEvent.objects.filter(actor_name="system:migration").count() == 1
+    assert verify_chain().ok
