@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.db.models import Case, TextField, Value, When
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce, Concat
+from django.db.models.functions import Cast, Coalesce, Concat, Replace
 
 from recovery.brokers.base import Target
 from recovery.models import BrokerKind, DeadLetterQueue, ReplayPlan, TargetSource
@@ -109,12 +109,18 @@ def route_expression() -> Concat:
         When(failure_extras__has_key="broker_origin", then=Value("broker", output_field=text)),
         default=empty, output_field=text,
     )  # fmt: skip
+
+    def field(value: Any) -> Replace:
+        """No field may hold the separator: a header must not be able to forge the next field
+        (a replay origin or its source "broker")."""
+        return Replace(value, sep, empty)
+
     return Concat(
-        Cast("origin", text), sep,
-        Coalesce(KT("failure_extras__replay_origin"), KT("failure_extras__broker_origin"), empty, output_field=text),
-        sep,
-        Coalesce(KT("failure_extras__replay_origin_source"), legacy_source, output_field=text), sep,
-        Coalesce(KT("failure_extras__consumer_group"), empty, output_field=text),
+        field(Cast("origin", text)), sep,
+        field(Coalesce(KT("failure_extras__replay_origin"), KT("failure_extras__broker_origin"), empty,
+                       output_field=text)), sep,
+        field(Coalesce(KT("failure_extras__replay_origin_source"), legacy_source, output_field=text)), sep,
+        field(Coalesce(KT("failure_extras__consumer_group"), empty, output_field=text)),
         output_field=text,
     )  # fmt: skip
 

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from recovery.models import PlanItem, TargetSource
 from recovery.permissions import Role
-from recovery.replay import services
+from recovery.replay import freeze, services
 from recovery.triage.filters import LetterFilter
 from recovery.triage.services import plan_draft_create
 from tests.factories import DeadLetterFactory
@@ -59,3 +59,17 @@ def test_the_readers_of_a_kafka_target_are_reported_even_when_the_cluster_is_dow
     assert html.count('data-testid="kafka-readers"') == 2  # orders and payments
     assert '<code data-testid="recorded-group">orders-svc</code>' in html
     assert "could not ask the cluster which consumer groups read orders" in html
+
+
+def test_a_header_cannot_forge_a_broker_record_through_the_route_separator(dlq, make_user) -> None:
+    forged = "kafka:orders\x1fkafka:elsewhere\x1fbroker"
+    DeadLetterFactory(
+        dlq=dlq, replayable=True, origin=forged,
+        failure_extras={"replay_origin": forged, "replay_origin_source": "headers"},
+    )  # fmt: skip
+    author = make_user(Role.OPERATOR)
+    plan = plan_draft_create(actor=author, selection=LetterFilter(dlq=(dlq.pk,)), name="replay")
+
+    dry = freeze.dry_run(plan)
+
+    assert dict(dry.target_sources) == {(f"{dlq.broker.name}: orderskafka:elsewherebroker", "from message headers"): 1}
