@@ -34,6 +34,7 @@ urlpatterns = [
     path("plans/from-selection/", triage.plan_from_selection, name="plan-from-selection"),
     path("plans/<int:plan_id>/", replay.plan_detail, name="plan-detail"),
     path("plans/<int:plan_id>/preconditions/", replay.plan_preconditions, name="plan-preconditions"),
+    path("plans/<int:plan_id>/readers/", replay.plan_readers, name="plan-readers"),
     path("plans/<int:plan_id>/edit/", replay.plan_edit, name="plan-edit"),
     path("plans/<int:plan_id>/submit/", replay.plan_submit, name="plan-submit"),
     path("plans/<int:plan_id>/approve/", replay.plan_approve, name="plan-approve"),

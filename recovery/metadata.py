@@ -12,6 +12,8 @@ header_mapping    the DLQ's own ``{field: header name}``; overrides everything
 Spring Kafka      kafka_dlt-original-*, kafka_dlt-exception-* (-cause-fqcn, key-exception-*),
                   the non-DLT kafka_original-* / kafka_exception-*, retry_topic-attempts
 Kafka Connect     __connect.errors.*
+Kafka Streams     __streams.errors.* (Kafka 4.x Streams dead-letter queue, KIP-1034)
+share groups      __dlq.errors.* (written by the broker for a share group, KIP-1191)
 MassTransit       MT-Fault-*, MT-Reason
 NServiceBus       NServiceBus.ExceptionInfo.*, NServiceBus.FailedQ, NServiceBus.TimeOfFailure
 Celery            protocol 2 task headers, as AMQP headers or in a kombu JSON envelope body
@@ -24,6 +26,21 @@ broker            RabbitMQ x-death / x-first-death-* (on any broker), then per k
 ``reason`` is the exception: the broker's reason (x-death, SQS redrive) comes first, because it
 says why the message left its queue. When a framework replaces the broker's origin or attempt
 count, the broker's value stays in extras as ``broker_origin`` / ``broker_attempt_count``.
+
+Where a replay should go is recorded separately, in ``extras["replay_origin"]`` (a place on the
+letter's own broker: "rabbitmq:...", "sqs:...", "kafka:<topic>" or "queue:<name>") with
+``extras["replay_origin_source"]`` saying who recorded it (invariant 14), best first:
+
+- ``broker``: the broker's own dead-lettering record: RabbitMQ x-death / x-first-death-*, SQS
+  DeadLetterQueueSourceArn or the DLQ's single redrive source, a Kafka share group's __dlq.errors.*;
+- ``framework``: the dead-letter writer of a Kafka framework: Spring Kafka's kafka_dlt-original-*,
+  Kafka Connect's __connect.errors.*, Kafka Streams' __streams.errors.*;
+- ``headers``: headers the producer or an application framework set: x-original-exchange /
+  -routingKey / -topic, MassTransit's MT-Fault-InputAddress, NServiceBus.FailedQ. Used only when
+  nothing above names a place; the dry run marks such targets "from message headers".
+
+Celery task headers name a task, never a place: a Celery letter dead-lettered by RabbitMQ goes
+back to the queue x-death names.
 
 Kafka origins name the topic only ("kafka:orders"): the partition and offset identify one
 message, so they go to ``source_message_id`` ("orders[0]@42"); in the origin they would give
@@ -364,8 +381,11 @@ def _kafka_connect(inp: _Input) -> _Found:
     if not topic and h.get(prefix + "exception.class.name") is None:
         return {}
     found = _kafka_position(topic, _int(h.get(prefix + "partition")), _int(h.get(prefix + "offset")))
+    connector = _text(h.get(prefix + "connector.name"), MAX_NAME)
     found["extras"].update(
-        connector=_text(h.get(prefix + "connector.name"), MAX_NAME),
+        # a sink connector reads with the group "connect-<name>" unless its config overrides it
+        consumer_group=f"connect-{connector}" if connector else "",
+        connector=connector,
         connect_task_id=_int(h.get(prefix + "task.id")),
         connect_stage=_text(h.get(prefix + "stage"), MAX_NAME),
         connect_class=_text(h.get(prefix + "class.name"), MAX_NAME),
@@ -376,6 +396,40 @@ def _kafka_connect(inp: _Input) -> _Found:
         _text(h.get(prefix + "exception.message"), MAX_ERROR_MESSAGE),
         _text(h.get(prefix + "exception.stacktrace"), MAX_STACK_TRACE),
     )
+
+
+def _kafka_streams(inp: _Input) -> _Found:
+    """Kafka Streams' dead-letter queue (Kafka 4.x, ``errors.dead.letter.queue.topic.name``): the
+    source record's topic, partition and offset, and the exception, as UTF-8 text."""
+    h = inp.headers
+    prefix = "__streams.errors."
+    topic = _text(h.get(prefix + "topic"), MAX_NAME)
+    if not topic and h.get(prefix + "exception") is None:
+        return {}
+    found = _kafka_position(topic, _int(h.get(prefix + "partition")), _int(h.get(prefix + "offset")))
+    found["extras"]["kafka_streams"] = True
+    return _exception(
+        found,
+        _text(h.get(prefix + "exception"), MAX_ERROR_CLASS),
+        _text(h.get(prefix + "message"), MAX_ERROR_MESSAGE),
+        _text(h.get(prefix + "stacktrace"), MAX_STACK_TRACE),
+    )
+
+
+def _share_group(inp: _Input) -> _Found:
+    """A share group's dead-letter queue (KIP-1191): the broker copies a record a member rejected,
+    or one past the group's delivery limit, with the source position, the group and the count."""
+    h = inp.headers
+    prefix = "__dlq.errors."
+    topic = _text(h.get(prefix + "topic"), MAX_NAME)
+    group = _text(h.get(prefix + "group"), MAX_NAME)
+    if not topic and not group:
+        return {}
+    found = _kafka_position(topic, _int(h.get(prefix + "partition")), _int(h.get(prefix + "offset")))
+    found["extras"].update(consumer_group=group, share_group=group)
+    found["attempt_count"] = _attempts(h.get(prefix + "delivery.count"))
+    found["reason"] = _text(h.get(prefix + "message"), MAX_REASON) or "share group dead letter"
+    return found
 
 
 def _masstransit(inp: _Input) -> _Found:
@@ -580,6 +634,8 @@ _Detector = Callable[[_Input], _Found]
 _DETECTORS: tuple[tuple[str, _Detector], ...] = (
     ("spring-kafka", _spring_kafka),
     ("kafka-connect", _kafka_connect),
+    ("kafka-streams", _kafka_streams),
+    ("share-group", _share_group),
     ("masstransit", _masstransit),
     ("nservicebus", _nservicebus),
     ("celery", _celery),
@@ -587,7 +643,7 @@ _DETECTORS: tuple[tuple[str, _Detector], ...] = (
     ("x-death", _x_death),
     ("broker", _broker),
 )
-_BROKER_DETECTORS = ("x-death", "broker")
+_BROKER_DETECTORS = ("x-death", "share-group", "broker")
 
 
 # Lower-case header-name prefixes of each detector that reads headers only. Such a detector runs
@@ -597,6 +653,8 @@ _BROKER_DETECTORS = ("x-death", "broker")
 _FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("spring-kafka", ("kafka_",)),
     ("kafka-connect", ("__connect.errors.",)),
+    ("kafka-streams", ("__streams.errors.",)),
+    ("share-group", ("__dlq.errors.",)),
     ("masstransit", ("mt-",)),
     ("nservicebus", ("nservicebus.",)),
     ("application", ("x-original-", "x-exception-")),
@@ -677,6 +735,44 @@ def _merge(found: list[tuple[str, _Found]]) -> tuple[dict[str, Any], dict[str, A
     return values, extras
 
 
+# Who may name the place a letter is replayed to, best first (invariant 14; the module docstring).
+_REPLAY_ORIGIN_SOURCES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("broker", frozenset(_BROKER_DETECTORS)),
+    ("framework", frozenset({"spring-kafka", "kafka-connect", "kafka-streams"})),
+    ("headers", frozenset({"masstransit", "nservicebus", "application"})),
+)
+
+
+def _queue_place(name: str) -> str:
+    return f"queue:{name}" if name and " " not in name else ""
+
+
+def _place(kind: str, detector: str, part: _Found) -> str:
+    """The place on a ``kind`` broker this detector's origin names, or "" (Celery names a task;
+    an x-death copied onto a Kafka record names a RabbitMQ queue)."""
+    origin = part.get("origin")
+    if not isinstance(origin, str) or not origin:
+        return ""
+    if detector == "masstransit":  # rabbitmq://host/vhost/queue?bind=true, amazonsqs://region/queue
+        address = origin.partition(":")[2]
+        return _queue_place(address.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] if "/" in address else "")
+    if detector == "nservicebus":  # "queue@machine" or "queue"
+        return _queue_place(origin.partition(":")[2].split("@", 1)[0])
+    return origin if kind and origin.startswith(kind + ":") and origin != kind + ":" else ""
+
+
+def _replay_origin(kind: str, found: list[tuple[str, _Found]]) -> dict[str, str]:
+    """``replay_origin`` and ``replay_origin_source``: the first place a source names, by the
+    order of _REPLAY_ORIGIN_SOURCES, whatever the order in which the origin field was filled."""
+    for source, detectors in _REPLAY_ORIGIN_SOURCES:
+        for detector, part in found:
+            if detector in detectors:
+                place = _place(kind, detector, part)
+                if place:
+                    return {"replay_origin": place, "replay_origin_source": source}
+    return {}
+
+
 def _normalise(
     kind: Any,
     headers: Any,
@@ -706,6 +802,7 @@ def _normalise(
         except Exception:  # invariant 10: one hostile header never costs the other sources
             logger.warning("failure metadata: the %s detector failed", name, exc_info=True)
     values, extras = _merge(found)
+    extras.update(_replay_origin(inp.kind, found))
     if header_mapping is not None and isinstance(header_mapping, Mapping):
         for name, header in list(header_mapping.items())[:50]:
             if name in _MAPPING_READERS and isinstance(header, str) and header:

@@ -38,9 +38,10 @@ from recovery.models import (
     ReplayPlan,
     ReplayRun,
     RunState,
+    TargetSource,
 )
 from recovery.permissions import Capability, capability_required, user_can
-from recovery.replay import freeze, plan_items, services
+from recovery.replay import freeze, plan_items, readers, services
 from recovery.replay import selectors as replay_selectors
 from recovery.triage import selectors as triage_selectors
 from recovery.triage.filters import LetterFilter
@@ -84,6 +85,13 @@ def _plan_context(request: HttpRequest, plan: ReplayPlan, form: dict[str, Any] |
         "dry_run": _dry_run(plan) if plan.state == PlanState.DRAFT else None,
         "item_counts": item_counts,
         "exclusions": list(exclusions),
+        "item_target_sources": [
+            (TargetSource(source).label if source else "not recorded", n)
+            for source, n in PlanItem.objects.filter(plan=plan, state="included")
+            .values_list("target_source")
+            .annotate(n=Count("id"))
+            .order_by("-n")
+        ],
         "approvals": plan.approvals.select_related("approver").order_by("created_at"),
         "valid_approvals": len(valid) if plan.content_hash else 0,
         "approved_by_me": any(a.approver_id == user.pk for a in valid),
@@ -134,6 +142,7 @@ def _dry_run(plan: ReplayPlan) -> dict[str, Any]:
             name: getattr(dry, name).most_common()
             for name in ("by_category", "by_disposition", "exclusions", "targets")
         },
+        "target_sources": [(target, source, n) for (target, source), n in dry.target_sources.most_common()],
     }
 
 
@@ -181,6 +190,19 @@ def _changes_from(post: Any) -> dict[str, Any]:
 def plan_detail(request: HttpRequest, plan_id: int) -> HttpResponse:
     plan = get_object_or_404(ReplayPlan.objects.select_related("author", "target_broker"), pk=plan_id)
     return render(request, "console/plan.html", _plan_context(request, plan))
+
+
+@capability_required(Capability.VIEW)
+def plan_readers(request: HttpRequest, plan_id: int) -> HttpResponse:
+    """Who else reads records replayed to the plan's Kafka targets (HTMX): asked of the cluster now."""
+    plan = get_object_or_404(ReplayPlan, pk=plan_id)
+    if plan.state != PlanState.DRAFT:
+        kafka_targets = readers.frozen_kafka_targets(plan)
+    elif readers.may_target_kafka(plan):  # the dry run is the page's costliest query: only when it can matter
+        kafka_targets = freeze.dry_run(plan).kafka_targets
+    else:
+        kafka_targets = {}
+    return render(request, "console/partials/plan_readers.html", {"readers": readers.kafka_readers(kafka_targets)})
 
 
 @capability_required(Capability.VIEW)

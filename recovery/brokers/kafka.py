@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     OFFSET_INVALID,
     TIMESTAMP_CREATE_TIME,
     TIMESTAMP_LOG_APPEND_TIME,
@@ -359,11 +360,13 @@ class KafkaAdapter:
         except KafkaException as exc:
             raise _broker_error(f"cannot list topics on {self.broker.endpoint}", exc.args[0]) from None
         candidates = []
+        unnamed = []
         for name in sorted(names):
             if name.startswith("__"):
                 continue
             source = _dlq_source(name)
             if source is None:
+                unnamed.append(name)
                 continue
             candidates.append(
                 Candidate(
@@ -372,7 +375,90 @@ class KafkaAdapter:
                     hint="Kafka topic named like a dead-letter topic",
                 )
             )
-        return candidates
+        # Kafka Streams and share groups write to a topic of any name: look at the records.
+        for name, source in self._dead_letter_topics_by_headers(unnamed).items():
+            candidates.append(
+                Candidate(
+                    address=DlqAddress(name=name, group=f"dlq-console.{name}"),
+                    sources=(source,) if source in names else (),
+                    hint="Kafka topic holding Kafka Streams or share-group dead letters (by their headers)",
+                )
+            )
+        return sorted(candidates, key=lambda c: c.address.name)
+
+    # -- issue 15: who reads a replay target, dead-letter topics found by their headers -------
+
+    def consumer_groups_reading(self, topic: str, *, limit: int = 200) -> list[str]:
+        """Consumer groups with a committed offset on ``topic``: every one of them receives a record
+        replayed to it (the dry run names them). At most ``limit`` groups are asked, sorted."""
+        admin = self._admin_client()
+        try:
+            listed = admin.list_consumer_groups(request_timeout=self.timeout).result(timeout=self.timeout)
+            groups = sorted({g.group_id for g in listed.valid})[:limit]
+            # One group per request (librdkafka's limit): send them all, then wait for each.
+            pending = {
+                group: admin.list_consumer_group_offsets(
+                    [ConsumerGroupTopicPartitions(group)], request_timeout=self.timeout
+                )[group]
+                for group in groups
+            }
+            readers = []
+            for group, future in pending.items():
+                committed = future.result(timeout=self.timeout).topic_partitions or []
+                if any(tp.topic == topic and tp.offset >= 0 for tp in committed):
+                    readers.append(group)
+        except KafkaException as exc:
+            raise _broker_error(f"cannot list the consumer groups of {topic}", exc.args[0]) from None
+        return readers
+
+    def _dead_letter_topics_by_headers(self, names: list[str]) -> dict[str, str]:
+        """Topics whose first record carries the headers of a dead-letter writer that may use any
+        topic name: Kafka Streams (``__streams.errors.*``) and share groups (``__dlq.errors.*``).
+        Returns {topic: the source topic its first record names}. One consumer reads partition 0
+        of every topic from the start, for at most the adapter's timeout (bounded to 200 topics)."""
+        names = self._non_empty(names[:200])
+        if not names:
+            return {}
+        consumer = Consumer({**self.client_config(), "group.id": "dlq-console.discovery", "enable.auto.commit": False})
+        found: dict[str, str] = {}
+        try:
+            consumer.assign([TopicPartition(name, 0, OFFSET_BEGINNING) for name in names])
+            waiting, deadline = set(names), time.monotonic() + self.timeout
+            while waiting and time.monotonic() < deadline:
+                for msg in consumer.consume(100, timeout=0.2):
+                    if msg.error() or msg.topic() not in waiting:
+                        continue
+                    waiting.discard(msg.topic())
+                    headers = {name: value for name, value in (msg.headers() or [])}
+                    for prefix in ("__streams.errors.", "__dlq.errors."):
+                        if any(name.startswith(prefix) for name in headers):
+                            source = headers.get(prefix + "topic") or b""
+                            found[msg.topic()] = source.decode("utf-8", "replace") if isinstance(source, bytes) else ""
+                            break
+        except KafkaException as exc:
+            raise _broker_error(f"cannot read topics on {self.broker.endpoint}", exc.args[0]) from None
+        finally:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                consumer.close()
+        return found
+
+    def _non_empty(self, names: list[str]) -> list[str]:
+        """Those topics whose partition 0 holds a record (high watermark above the low one)."""
+        if not names:
+            return []
+        admin = self._admin_client()
+        tps = [TopicPartition(name, 0) for name in names]
+        try:
+            lows = admin.list_offsets({tp: OffsetSpec.earliest() for tp in tps}, request_timeout=self.timeout)
+            highs = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, request_timeout=self.timeout)
+        except KafkaException as exc:
+            raise _broker_error(f"cannot read the offsets of topics on {self.broker.endpoint}", exc.args[0]) from None
+        found = []
+        for tp in tps:
+            with contextlib.suppress(KafkaException):  # a topic deleted meanwhile is not a candidate
+                if highs[tp].result().offset > lows[tp].result().offset:
+                    found.append(tp.topic)
+        return found
 
     def close(self) -> None:
         """Leave every group without committing (what was not removed is read again by the next

@@ -1,10 +1,13 @@
 """One chunk of new letters through classification: fingerprint, search text, expiry, duplicate
 or rule outcome, written with one UPDATE, then counted in their fingerprint groups, all in one
-transaction so a group never counts a letter whose classification rolled back."""
+transaction so a group never counts a letter whose classification rolled back.
+
+A duplicate is a later delivery of the same message (recovery.classification.duplicates), never a
+letter that merely has the same body; it is held, never discarded, so nobody loses a letter to a
+wrong match."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from recovery.classification import store
+from recovery.classification.duplicates import duplicate_key
 from recovery.classification.expiry import expires_at
 from recovery.classification.fingerprint import fingerprint
 from recovery.classification.rules import Matcher, Outcome
@@ -19,8 +23,7 @@ from recovery.classification.subject import search_text
 from recovery.masking import Masker
 from recovery.models import Category, ClassificationSource, Disposition
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-DUPLICATE_OUTCOME = Outcome(Category.DUPLICATE.value, Disposition.DISCARD.value, ClassificationSource.DUPLICATE.value)
+DUPLICATE_OUTCOME = Outcome(Category.DUPLICATE.value, Disposition.HOLD.value, ClassificationSource.DUPLICATE.value)
 
 
 @dataclass
@@ -44,13 +47,24 @@ def _searchable(text: str, letter: store.NewLetter) -> str:
     return Masker(emails=letter.mask_emails, cards=letter.mask_cards).text(text).lower()
 
 
+def _key(letter: store.NewLetter) -> str:
+    facts = letter.facts
+    return duplicate_key(
+        kind=letter.kind, identity=letter.identity, origin=facts.origin, headers=facts.headers,
+        properties=facts.properties, content_hash=letter.content_hash, source_message_id=letter.source_message_id,
+    )  # fmt: skip
+
+
 def classify_chunk(letters: list[store.NewLetter], matcher: Matcher, result: ClassifyResult) -> None:
     """Classify these unclassified letters (see ``letters_classify``) and add to ``result``."""
     now = timezone.now()
-    pairs = sorted({(x.facts.origin, x.content_hash) for x in letters if x.content_hash != EMPTY_SHA256})
+    keys = {letter.facts.id: _key(letter) for letter in letters}
     rows, details = [], {}
     with transaction.atomic():
-        first = store.first_same_content(pairs)
+        first = store.first_same_key(sorted({k for k in keys.values() if k}))
+        for letter_id, key in sorted(keys.items()):  # the chunk's own first delivery counts too
+            if key:
+                first[key] = min(first.get(key, letter_id), letter_id)
         for letter in letters:
             facts = letter.facts
             print_ = fingerprint(
@@ -59,7 +73,8 @@ def classify_chunk(letters: list[store.NewLetter], matcher: Matcher, result: Cla
                 origin=facts.origin,
                 stack_trace=letter.stack_trace,
             )
-            first_id = first.get((facts.origin, letter.content_hash))
+            key = keys[facts.id]
+            first_id = first.get(key) if key else None
             duplicate_of = first_id if first_id is not None and first_id < facts.id else None
             outcome = DUPLICATE_OUTCOME if duplicate_of else matcher.classify(facts, now)
             expiry = expires_at(
@@ -70,7 +85,7 @@ def classify_chunk(letters: list[store.NewLetter], matcher: Matcher, result: Cla
             )
             searchable = _searchable(search_text(facts), letter)
             rows.append((facts.id, print_.digest, outcome.category, outcome.disposition, outcome.source,
-                         outcome.rule_id, duplicate_of, expiry, searchable))  # fmt: skip
+                         outcome.rule_id, duplicate_of, expiry, searchable, key))  # fmt: skip
             details[facts.id] = (print_, facts, outcome)
         written = store.write_new(rows, now)
         groups: dict[str, list[Any]] = {}

@@ -61,9 +61,10 @@ def letters_classify(
     stored), else up to ``limit`` of the oldest, optionally of one DLQ.
 
     Each letter gets its fingerprint (counted in its FingerprintGroup), its search text, its
-    broker-side expiry, and an outcome: duplicate of the first letter with the same origin and
-    body (empty bodies are never duplicates), else the first matching enabled rule, else
-    unknown/hold by default. Letters already classified are skipped, so it is safe to run twice.
+    broker-side expiry, and an outcome: duplicate (held) of the first letter that is a delivery
+    of the same message (recovery.classification.duplicates: the producer's message id or the
+    original's broker identity, never the body alone), else the first matching enabled rule,
+    else unknown/hold by default. Letters already classified are skipped, so it is safe to run twice.
     """
     attributes = {"recovery.dlq": dlq.name if dlq else None, "recovery.classify.limit": limit}
     with tracing.span("classification.classify", attributes) as span:

@@ -35,12 +35,14 @@ _JSON = "d.headers, d.properties"
 
 NEW_LETTERS_BY_ID = (
     "SELECT {facts}, {json}, {body}, d.stack_trace, d.content_hash, b.kind, q.retention_seconds, q.mask_emails, "
-    "q.mask_card_numbers FROM recovery_deadletter d JOIN recovery_deadletterqueue q ON q.id = d.dlq_id "
+    "q.mask_card_numbers, d.identity, d.source_message_id "
+    "FROM recovery_deadletter d JOIN recovery_deadletterqueue q ON q.id = d.dlq_id "
     "JOIN recovery_broker b ON b.id = q.broker_id WHERE d.classified_by = '' AND d.id = ANY(%s) ORDER BY d.id"
 )
 NEW_LETTERS_AFTER = (
     "SELECT {facts}, {json}, {body}, d.stack_trace, d.content_hash, b.kind, q.retention_seconds, q.mask_emails, "
-    "q.mask_card_numbers FROM recovery_deadletter d JOIN recovery_deadletterqueue q ON q.id = d.dlq_id "
+    "q.mask_card_numbers, d.identity, d.source_message_id "
+    "FROM recovery_deadletter d JOIN recovery_deadletterqueue q ON q.id = d.dlq_id "
     "JOIN recovery_broker b ON b.id = q.broker_id WHERE d.classified_by = '' AND d.id > %s "
     "AND (%s::bigint IS NULL OR d.dlq_id = %s) ORDER BY d.id LIMIT %s"
 )
@@ -60,22 +62,23 @@ WINDOW_SIZE = (
     "SELECT count(*) FROM (SELECT 1 FROM recovery_deadletter ORDER BY captured_at DESC, id DESC LIMIT %s) AS r"
 )
 
-# The first letter with the same origin and body (letter_duplicate_idx serves it).
-FIRST_SAME_CONTENT = (
-    "SELECT v.origin, v.hash, (SELECT d.id FROM recovery_deadletter d WHERE d.content_hash = v.hash "
-    "AND d.origin = v.origin ORDER BY d.id LIMIT 1) FROM unnest(%b::text[], %b::text[]) AS v(origin, hash)"
+# The first letter of each duplicate key (recovery.classification.duplicates; letter_duplicate_key_idx).
+FIRST_SAME_KEY = (
+    "SELECT v.key, (SELECT d.id FROM recovery_deadletter d WHERE d.duplicate_key = v.key ORDER BY d.id LIMIT 1) "
+    "FROM unnest(%b::text[]) AS v(key)"
 )
 
 WRITE_NEW = (
     "UPDATE recovery_deadletter AS d SET fingerprint = v.fingerprint, category = v.category, "
     "disposition = v.disposition, classified_by = v.classified_by, rule_id = v.rule_id, classified_at = %b, "
     "duplicate_of_id = v.duplicate_of, expires_at = v.expires_at, search_text = v.search_text, "
+    "duplicate_key = v.duplicate_key, "
     # x-replay-id of a replayed message that came back: text (AMQP, Kafka) or an SQS attribute
     "replay_id = left(CASE jsonb_typeof(d.headers->'x-replay-id') WHEN 'string' THEN d.headers->>'x-replay-id' "
     "WHEN 'object' THEN coalesce(d.headers->'x-replay-id'->>'StringValue', '') ELSE '' END, 64) "
     "FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], "
-    "%b::timestamptz[], %b::text[]) AS v(id, fingerprint, category, disposition, classified_by, rule_id, "
-    "duplicate_of, expires_at, search_text) WHERE d.id = v.id AND d.classified_by = '' RETURNING d.id"
+    "%b::timestamptz[], %b::text[], %b::text[]) AS v(id, fingerprint, category, disposition, classified_by, rule_id, "
+    "duplicate_of, expires_at, search_text, duplicate_key) WHERE d.id = v.id AND d.classified_by = '' RETURNING d.id"
 )
 
 WRITE_OUTCOMES = (
@@ -114,6 +117,8 @@ class NewLetter:
     retention_seconds: int | None
     mask_emails: bool = True
     mask_cards: bool = True
+    identity: str = ""
+    source_message_id: str = ""
 
 
 @dataclass(slots=True)
@@ -158,7 +163,7 @@ def new_letters(*, ids: Sequence[int] | None, after_id: int, dlq_id: int | None,
         rows = _fetch(_select(NEW_LETTERS_BY_ID, body=body, json=True), [list(ids)])
     else:
         rows = _fetch(_select(NEW_LETTERS_AFTER, body=body, json=True), [after_id, dlq_id, dlq_id, limit])
-    return [NewLetter(_facts(r), r[13] or "", r[14], r[15], r[16], r[17], r[18]) for r in rows]
+    return [NewLetter(_facts(r), r[13] or "", r[14], r[15], r[16], r[17], r[18], r[19], r[20] or "") for r in rows]
 
 
 def classified_letters(*, after_id: int, limit: int, full_body: bool, headers: bool) -> list[ClassifiedLetter]:
@@ -188,17 +193,18 @@ def _execute(sql: str, params: Sequence[Any]) -> psycopg.Cursor:
     return cursor
 
 
-def first_same_content(pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """The id of the first letter of each (origin, content hash) pair."""
-    if not pairs:
+def first_same_key(keys: Sequence[str]) -> dict[str, int]:
+    """The id of the first letter stored with each duplicate key."""
+    if not keys:
         return {}
-    with _execute(FIRST_SAME_CONTENT, [[p[0] for p in pairs], [p[1] for p in pairs]]) as cursor:
-        return {(origin, digest): first for origin, digest, first in cursor.fetchall() if first is not None}
+    with _execute(FIRST_SAME_KEY, [list(keys)]) as cursor:
+        return {key: first for key, first in cursor.fetchall() if first is not None}
 
 
 def write_new(rows: Sequence[tuple[Any, ...]], now: datetime) -> set[int]:
     """Write the first classification of these letters; returns the ids actually written.
-    Row: id, fingerprint, category, disposition, classified_by, rule_id, duplicate_of, expires_at, search_text."""
+    Row: id, fingerprint, category, disposition, classified_by, rule_id, duplicate_of, expires_at, search_text,
+    duplicate_key."""
     if not rows:
         return set()
     with _execute(WRITE_NEW, [now, *(list(column) for column in zip(*rows, strict=True))]) as cursor:

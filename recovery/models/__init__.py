@@ -56,6 +56,7 @@ from recovery.models.plans import (
     ReplayRun,
     RunEvent,
     RunState,
+    TargetSource,
 )
 
 __all__ = [
@@ -104,6 +105,7 @@ __all__ = [
     "RunEvent",
     "RunState",
     "Runbook",
+    "TargetSource",
     "TriageAction",
     "TriageActionItem",
     "TriageActionKind",

@@ -142,6 +142,10 @@ class DeadLetter(models.Model):
     )
     classified_at = models.DateTimeField(null=True, blank=True)
     duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    duplicate_key = models.CharField(
+        max_length=64, blank=True, default="", db_default="",
+        help_text="names the message this letter is a delivery of (recovery.classification.duplicates); empty: unknown",
+    )  # fmt: skip
     expires_at = models.DateTimeField(
         null=True, blank=True, help_text="when the broker would drop the original message (retention/TTL)"
     )
@@ -170,8 +174,10 @@ class DeadLetter(models.Model):
             models.Index(fields=["fingerprint", "captured_at"], name="letter_fingerprint_idx"),
             models.Index(fields=["category", "-captured_at"], name="letter_category_idx"),
             models.Index(fields=["expires_at"], name="letter_expiry_idx", condition=models.Q(expires_at__isnull=False)),
-            # duplicates: the first letter with this body and origin (recovery.classification.store)
-            models.Index(fields=["content_hash", "origin", "id"], name="letter_duplicate_idx"),
+            # duplicates: the first delivery of the same message (recovery.classification.store)
+            models.Index(
+                fields=["duplicate_key", "id"], name="letter_duplicate_key_idx", condition=~models.Q(duplicate_key="")
+            ),
             models.Index(fields=["replay_id"], name="letter_replay_id_idx", condition=~models.Q(replay_id="")),
             models.Index(fields=["id"], name="letter_unclassified_idx", condition=models.Q(classified_by="")),
             GinIndex(fields=["search_text"], name="letter_search_trgm_idx", opclasses=["gin_trgm_ops"]),

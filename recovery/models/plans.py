@@ -67,6 +67,17 @@ class PlanItemState(models.TextChoices):
     EXCLUDED = "excluded", "Excluded"
 
 
+class TargetSource(models.TextChoices):
+    """Where a plan item's target came from (invariant 14; recovery.replay.targets)."""
+
+    OVERRIDE = "override", "plan override"
+    BROKER = "broker", "broker record"
+    FRAMEWORK = "framework", "framework record"
+    HEADERS = "headers", "from message headers"
+    ORIGIN = "origin", "failure origin (captured before sources were recorded)"
+    DLQ_DEFAULT = "dlq_default", "DLQ default"
+
+
 class PlanItem(models.Model):
     """One letter of a submitted plan (frozen on submit) with its resolved target, or the reason
     it is excluded. ``replay_id`` is stable per plan and letter (invariant 3)."""
@@ -76,6 +87,10 @@ class PlanItem(models.Model):
     state = models.CharField(max_length=16, choices=PlanItemState.choices)
     exclusion = models.CharField(max_length=200, blank=True)
     target = models.JSONField(default=dict, blank=True, help_text="broker id, address, routing key")
+    target_source = models.CharField(
+        max_length=16, choices=TargetSource.choices, blank=True, default="", db_default="",
+        help_text="where the target came from: plan override, broker or framework record, message headers, DLQ default",
+    )  # fmt: skip
     replay_id = models.CharField(max_length=64)
 
     class Meta:

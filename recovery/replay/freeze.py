@@ -2,8 +2,10 @@
 
 One decision function serves the dry-run (counts before submit) and the freeze (plan items on
 submit), so what the operator saw is what gets frozen. Letters are decided per group of equal
-(DLQ, origin, state, disposition, category, other active plan): the database groups millions of
+(DLQ, route, state, disposition, category, other active plan): the database groups millions of
 letters into a few keys, Python decides each key once, and one INSERT ... SELECT writes the items.
+A route (recovery.replay.targets.route_expression) is what target resolution reads: the failure
+origin, the place the broker or a framework recorded and who recorded it, the recorded consumer group.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from recovery.models import (
     Broker,
+    BrokerKind,
     Category,
     DeadLetterQueue,
     DeadLetterState,
@@ -24,6 +27,7 @@ from recovery.models import (
     PlanItemState,
     PlanState,
     ReplayPlan,
+    TargetSource,
 )
 from recovery.replay import targets
 from recovery.triage.filters import LetterFilter
@@ -36,6 +40,7 @@ class Decision:
     included: bool
     exclusion: str
     target: dict[str, Any] | None
+    target_source: str = ""  # TargetSource: where the target came from (invariant 14)
 
 
 @dataclass
@@ -46,6 +51,10 @@ class DryRun:
     by_disposition: Counter = field(default_factory=Counter)
     exclusions: Counter = field(default_factory=Counter)
     targets: Counter = field(default_factory=Counter)  # described target -> included letters
+    # (described target, TargetSource label) -> included letters: the approver sees where targets came from
+    target_sources: Counter = field(default_factory=Counter)
+    # described Kafka target -> (broker id, topic, consumer groups the dead-letter writers recorded)
+    kafka_targets: dict[str, tuple[int, str, set[str]]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -53,7 +62,7 @@ class DryRun:
 
 
 def decide(
-    plan: ReplayPlan, dlq: DeadLetterQueue, *, origin: str, state: str, disposition: str, category: str,
+    plan: ReplayPlan, dlq: DeadLetterQueue, *, route: str, state: str, disposition: str, category: str,
     other_plan: int | None,
 ) -> Decision:  # fmt: skip
     """Excluded: discarded or oversize letters, a discard disposition, poison or hold unless the
@@ -71,14 +80,14 @@ def decide(
         return Decision(False, "disposition hold (include held letters to override)", None)
     if other_plan is not None:
         return Decision(False, f"already in active plan {other_plan}", None)
-    target = targets.resolve(plan, dlq, origin)
-    if target is None:
+    resolved = targets.resolve_route(plan, dlq, route)
+    if resolved is None:
         return Decision(False, targets.NO_TARGET, None)
-    return Decision(True, "", target)
+    return Decision(True, "", resolved.target, resolved.source)
 
 
 _GROUPS = """
-SELECT l.dlq_id, l.origin, l.state, l.disposition, l.category, a.plan_id, count(*)
+SELECT l.dlq_id, l.route, l.state, l.disposition, l.category, a.plan_id, count(*)
 FROM ({selection}) AS l
 LEFT JOIN LATERAL (
     SELECT i.plan_id FROM recovery_planitem i JOIN recovery_replayplan p ON p.id = i.plan_id
@@ -88,24 +97,24 @@ GROUP BY 1, 2, 3, 4, 5, 6
 """
 
 _INSERT = """
-INSERT INTO recovery_planitem (plan_id, letter_id, state, exclusion, target, replay_id)
-SELECT %s, l.id, d.item_state, d.exclusion, d.target, 'r' || md5(%s || ':' || l.id)
+INSERT INTO recovery_planitem (plan_id, letter_id, state, exclusion, target, target_source, replay_id)
+SELECT %s, l.id, d.item_state, d.exclusion, d.target, d.target_source, 'r' || md5(%s || ':' || l.id)
 FROM ({selection}) AS l
 LEFT JOIN LATERAL (
     SELECT i.plan_id FROM recovery_planitem i JOIN recovery_replayplan p ON p.id = i.plan_id
     WHERE i.letter_id = l.id AND i.state = 'included' AND p.state = ANY(%s) AND p.id <> %s LIMIT 1
 ) AS a ON true
 JOIN unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[],
-            %s::jsonb[]) AS d(dlq_id, origin, letter_state, disposition, category, other_plan, item_state, exclusion,
-                              target)
-  ON d.dlq_id = l.dlq_id AND d.origin = l.origin AND d.letter_state = l.state AND d.disposition = l.disposition
+            %s::jsonb[], %s::text[]) AS d(dlq_id, route, letter_state, disposition, category, other_plan, item_state,
+                                          exclusion, target, target_source)
+  ON d.dlq_id = l.dlq_id AND d.route = l.route AND d.letter_state = l.state AND d.disposition = l.disposition
  AND d.category = l.category AND d.other_plan IS NOT DISTINCT FROM a.plan_id
 """
 
 
 def _selection_sql(plan: ReplayPlan) -> tuple[str, list[Any]]:
-    letters = LetterFilter.from_json(plan.selection).apply().order_by()
-    sql, params = letters.values("id", "dlq_id", "origin", "state", "disposition", "category").query.sql_with_params()
+    letters = LetterFilter.from_json(plan.selection).apply().order_by().annotate(route=targets.route_expression())
+    sql, params = letters.values("id", "dlq_id", "route", "state", "disposition", "category").query.sql_with_params()
     return sql, list(params)
 
 
@@ -116,12 +125,12 @@ def _groups(plan: ReplayPlan) -> list[tuple[tuple, Decision, int]]:
         rows = cursor.fetchall()
     dlqs = DeadLetterQueue.objects.select_related("broker").in_bulk({row[0] for row in rows})
     out = []
-    for dlq_id, origin, state, disposition, category, other_plan, count in rows:
+    for dlq_id, route, state, disposition, category, other_plan, count in rows:
         decision = decide(
-            plan, dlqs[dlq_id], origin=origin, state=state, disposition=disposition, category=category,
+            plan, dlqs[dlq_id], route=route, state=state, disposition=disposition, category=category,
             other_plan=other_plan,
         )  # fmt: skip
-        out.append(((dlq_id, origin, state, disposition, category, other_plan), decision, count))
+        out.append(((dlq_id, route, state, disposition, category, other_plan), decision, count))
     return out
 
 
@@ -132,13 +141,21 @@ def dry_run(plan: ReplayPlan) -> DryRun:
 
 def _summarise(groups: list[tuple[tuple, Decision, int]]) -> DryRun:
     result = DryRun()
-    names = dict(Broker.objects.values_list("id", "name"))
-    for (_dlq, _origin, _state, disposition, category, _other), decision, count in groups:
+    brokers = {pk: (name, kind) for pk, name, kind in Broker.objects.values_list("id", "name", "kind")}
+    names = {pk: name for pk, (name, _kind) in brokers.items()}
+    for (_dlq, route, _state, disposition, category, _other), decision, count in groups:
         result.by_category[category] += count
         result.by_disposition[disposition] += count
         if decision.included:
             result.included += count
-            result.targets[targets.describe(decision.target, names)] += count
+            described = targets.describe(decision.target, names)
+            result.targets[described] += count
+            result.target_sources[(described, TargetSource(decision.target_source).label)] += count
+            if brokers.get(decision.target["broker"], ("", ""))[1] == BrokerKind.KAFKA:
+                _, _, recorded = result.kafka_targets.setdefault(
+                    described, (decision.target["broker"], decision.target["name"], set())
+                )
+                recorded.update(g for g in [targets.parse_route(route).consumer_group] if g)
         else:
             result.excluded += count
             result.exclusions[decision.exclusion] += count
@@ -148,13 +165,14 @@ def _summarise(groups: list[tuple[tuple, Decision, int]]) -> DryRun:
 def freeze(plan: ReplayPlan) -> DryRun:
     """Write the plan's items (inside the caller's transaction); returns the counts written."""
     groups = _groups(plan)
-    columns: list[list[Any]] = [[] for _ in range(9)]
+    columns: list[list[Any]] = [[] for _ in range(10)]
     for key, decision, _count in groups:
         values = (
             *key,
             PlanItemState.INCLUDED if decision.included else PlanItemState.EXCLUDED,
             decision.exclusion,
             Jsonb(decision.target or {}),
+            decision.target_source,
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)

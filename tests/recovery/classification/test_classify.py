@@ -68,14 +68,15 @@ def test_groups_add_up_across_calls(make_letter) -> None:
     assert group.letter_count == 2 and group.sample_id == first.pk and group.last_seen == later.captured_at
 
 
-def test_the_same_body_from_the_same_origin_is_a_duplicate_of_the_first(make_letter) -> None:
+def test_the_same_message_id_from_the_same_origin_is_a_held_duplicate_of_the_first(make_letter) -> None:
     ClassificationRuleFactory(category="business")  # matches everything
-    first = make_letter(body=b'{"order": 1}', origin="kafka:orders")
+    first = make_letter(body=b'{"order": 1}', headers={"message-id": "m-1"})
     letters_classify(letter_ids=[first.pk])
-    again = make_letter(body=b'{"order": 1}', origin="kafka:orders")
-    twice = make_letter(body=b'{"order": 1}', origin="kafka:orders")
-    elsewhere = make_letter(body=b'{"order": 1}', origin="kafka:payments")
-    empty_a, empty_b = make_letter(body=b""), make_letter(body=b"")
+    again = make_letter(body=b'{"order": 1}', headers={"message-id": "m-1"})
+    twice = make_letter(body=b'{"order": 1}', headers={"message-id": "m-1"})
+    elsewhere = make_letter(body=b'{"order": 1}', origin="kafka:payments", headers={"message-id": "m-1"})
+    same_body = make_letter(body=b'{"order": 1}', headers={"message-id": "m-2"})
+    no_id_a, no_id_b = make_letter(body=b'{"order": 1}'), make_letter(body=b'{"order": 1}')
 
     result = letters_classify()
 
@@ -84,15 +85,15 @@ def test_the_same_body_from_the_same_origin_is_a_duplicate_of_the_first(make_let
     for letter in (again, twice):
         row = by_id[letter.pk]
         assert (row.duplicate_of_id, row.category, row.disposition, row.classified_by) == (
-            first.pk, "duplicate", "discard", "duplicate"
+            first.pk, "duplicate", "hold", "duplicate"
         )  # fmt: skip
     assert by_id[first.pk].classified_by == "rule"
-    assert by_id[elsewhere.pk].duplicate_of_id is None
-    assert by_id[empty_a.pk].duplicate_of_id is None and by_id[empty_b.pk].duplicate_of_id is None
+    for letter in (elsewhere, same_body, no_id_a, no_id_b):
+        assert (by_id[letter.pk].duplicate_of_id, by_id[letter.pk].classified_by) == (None, "rule")
 
 
 def test_duplicates_within_one_batch_point_at_the_earliest(make_letter) -> None:
-    letters = [make_letter(body=b"same") for _ in range(3)]
+    letters = [make_letter(body=b"same", headers={"ce_id": "evt-1"}) for _ in range(3)]
     letters_classify(letter_ids=[x.pk for x in reversed(letters)])
     assert [DeadLetter.objects.get(pk=x.pk).duplicate_of_id for x in letters] == [None, letters[0].pk, letters[0].pk]
 

@@ -28,8 +28,8 @@ def letters(make_letter):
         "timeout": make_letter(error_class="SocketTimeoutException", body=b"1"),
         "other": make_letter(error_class="KeyError", body=b"2"),
         "manual": make_letter(error_class="SocketTimeoutException", body=b"3"),
-        "first": make_letter(error_class="SocketTimeoutException", body=b"dup"),
-        "duplicate": make_letter(error_class="SocketTimeoutException", body=b"dup"),
+        "first": make_letter(error_class="SocketTimeoutException", body=b"dup", headers={"message-id": "m-1"}),
+        "duplicate": make_letter(error_class="SocketTimeoutException", body=b"dup", headers={"message-id": "m-1"}),
     }
     letters_classify()
     DeadLetter.objects.filter(pk=made["manual"].pk).update(classified_by="manual", category="business")
@@ -55,7 +55,7 @@ def test_a_new_rule_reclassifies_what_rules_and_defaults_classified(letters) -> 
     assert DeadLetter.objects.get(pk=letters["timeout"].pk).rule_id == rule.pk
     assert _state(letters["other"]) == ("unknown", "hold", "default")
     assert _state(letters["manual"]) == ("business", "hold", "manual")
-    assert _state(letters["duplicate"]) == ("duplicate", "discard", "duplicate")
+    assert _state(letters["duplicate"]) == ("duplicate", "hold", "duplicate")
     (event,) = AuditEvent.objects.filter(action=AuditAction.RECLASSIFY_FINISHED)
     assert "3 letters checked, 2 changed" in event.summary and event.actor_name == "system:classifier"
 
