@@ -119,6 +119,7 @@ def items_page(plan: ReplayPlan, item_filter: ItemFilter, page_number: Any, *, u
             "state",
             "exclusion",
             "target",
+            "target_source",
             "replay_id",
             "letter__id",
             "letter__category",
