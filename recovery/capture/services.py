@@ -130,6 +130,7 @@ class _Removal:
     rows: list[int]
     count: int
     at: datetime
+    unparked: int = 0  # oversize messages of the batch left on the broker: their bytes could not be parked
 
 
 def _commit_batch(capture_pass: CapturePass, prepared: PreparedBatch, removed_rows: list[int]) -> StoreResult:
@@ -166,8 +167,8 @@ class _Marking:
         self.capture_pass = capture_pass
         self.jobs: list[tuple[_Removal, Future[None]]] = []
 
-    def add(self, removal: _Removal | None) -> None:
-        if removal is not None:
+    def add(self, removal: _Removal) -> None:
+        if removal.rows:
             self.jobs.append((removal, self.marker.submit(_mark_removed, self.capture_pass, removal)))
 
     def unmarked_rows(self) -> list[int]:
@@ -185,15 +186,16 @@ class _Marking:
         self.jobs = []
 
 
-def _remove_committed(adapter: BrokerAdapter, address: DlqAddress, committing: Future[StoreResult]) -> _Removal | None:
+def _remove_committed(adapter: BrokerAdapter, address: DlqAddress, committing: Future[StoreResult]) -> _Removal:
     """Wait for a batch's commit, then remove it from the broker (invariant 1). A failed commit
     raises here, before the broker hears anything: its messages stay there."""
     stored = committing.result()
     fault_point("capture.after_commit")  # rows committed, nothing removed yet
-    if not stored.removable:
-        return None
-    adapter.remove(address, stored.removable)
-    return _Removal(rows=stored.removable_rows, count=len(stored.removable), at=timezone.now())
+    if stored.removable:
+        adapter.remove(address, stored.removable)
+    return _Removal(
+        rows=stored.removable_rows, count=len(stored.removable), at=timezone.now(), unparked=stored.unparked
+    )
 
 
 @functools.cache
@@ -260,7 +262,7 @@ def _capture_batches(capture_pass: CapturePass, max_messages: int) -> bool:
     dlq = capture_pass.dlq
     address = dlq.as_address()
     reread_when_held = _holding_hides_messages(dlq)
-    parking_error = ""
+    parking_error, unparked = "", 0
     with broker_session(dlq.broker, timeout=10) as adapter, BatchWriter() as writer, BatchWriter() as marker:
         marking = _Marking(marker, capture_pass)
         retention_known = False
@@ -291,19 +293,22 @@ def _capture_batches(capture_pass: CapturePass, max_messages: int) -> bool:
                 telemetry.first_batch_read(dlq, prepared)
             held = committing is not None
             if committing is not None:
-                marking.add(_remove_committed(adapter, address, committing))
+                removal = _remove_committed(adapter, address, committing)
+                marking.add(removal)
+                unparked += removal.unparked
                 committing = None
                 _classification_requested(dlq)
             if prepared is None:
                 if reading and held and reread_when_held:
                     continue  # what looked empty may have been hidden by the batch just removed
                 break
+            # storage refused: read no further (the rest would likely meet the same refusal)
             parking_error = parking_error or prepared.parking_error
             committing = writer.submit(_commit_batch, capture_pass, prepared, marking.unmarked_rows())
         marking.wait()
     _classification_requested(dlq, throttle=False)
-    if parking_error:
-        raise ParkingError(f"oversize message(s) left on the broker, the pass stopped: {parking_error}")
+    if unparked:
+        raise ParkingError(f"{unparked} oversize message(s) left on the broker, the pass stopped: {parking_error}")
     return total >= max_messages
 
 

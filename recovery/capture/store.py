@@ -65,7 +65,7 @@ _UPSERT = (
     "THEN EXCLUDED.parked_bucket ELSE recovery_deadletter.parked_bucket END, "
     "parked_key = CASE WHEN recovery_deadletter.parked_key = '' "
     "THEN EXCLUDED.parked_key ELSE recovery_deadletter.parked_key END "
-    "RETURNING id, identity, (xmax = 0) AS inserted"
+    "RETURNING id, identity, (xmax = 0) AS inserted, parked_key"
 )
 # Positions for letters whose broker gives none (RabbitMQ, standard SQS): the order capture read them.
 _NEXT_POSITIONS = "SELECT nextval('recovery_deadletter_position_seq') FROM generate_series(1, %s)"
@@ -88,13 +88,12 @@ class StoreResult:
 class PreparedBatch:
     """A batch's rows as far as they can be worked out without the database: one row per message
     in ``COLUMNS`` order (identity and times_seen still open), and the AMQP content digests.
-    ``unparked`` are the indexes of oversize messages whose bytes could not be parked, and
-    ``parking_error`` says why: those stay on the broker."""
+    ``parking_error``: why the bytes of an oversize message could not be parked (its row then has
+    no parked_key, and the message stays on the broker unless an earlier delivery parked it)."""
 
     messages: list[ReceivedMessage]
     rows: list[list[Any]]
     digests: list[str] | None = None
-    unparked: set[int] = field(default_factory=set)
     parking_error: str = ""
 
 
@@ -125,8 +124,8 @@ def dead_letters_prepare(
     """The rows of a batch, without touching the database: bodies, hashes, headers and
     properties as JSON text, and the normalised failure (invariant 10: ``normalise`` never
     raises). An oversize body (above RECOVERY_CAPTURE_MAX_BODY) is parked in object storage
-    (recovery.capture.parking) and its row records where; one that could not be parked is listed
-    in ``unparked`` and must stay on the broker (invariant 1)."""
+    (recovery.capture.parking) and its row records where; one that could not be parked has no
+    place recorded (``parking_error`` says why) and must stay on the broker (invariant 1)."""
     kind = dlq.broker.kind
     mapping, sources = dlq.header_mapping or None, dlq.sources or ()
     max_body = settings.RECOVERY_CAPTURE_MAX_BODY
@@ -134,7 +133,7 @@ def dead_letters_prepare(
     digests: list[str] | None = [] if kind == BrokerKind.RABBITMQ else None
     rows = []
     prepared = PreparedBatch(messages=messages, rows=rows, digests=digests)
-    for index, message in enumerate(messages):
+    for message in messages:
         oversize = message.size > max_body
         body = b"" if oversize else message.body
         content_hash = hashlib.sha256(message.body).hexdigest()
@@ -143,7 +142,6 @@ def dead_letters_prepare(
             try:
                 parked = body_park(dlq_id=dlq.pk, data=message.body, sha256=content_hash)
             except ParkingError as exc:
-                prepared.unparked.add(index)
                 prepared.parking_error = prepared.parking_error or str(exc)
             else:
                 parked_bucket, parked_key = parked.bucket, parked.key
@@ -198,15 +196,15 @@ def dead_letters_write(
                 row[_IDENTITY], row[_TIMES_SEEN] = identity, len(indexes)
                 copy.write_row(row)
         cursor.execute(_UPSERT)
-        returned = {identity: (row_id, inserted) for row_id, identity, inserted in cursor.fetchall()}
+        returned = {identity: (row_id, inserted, parked) for row_id, identity, inserted, parked in cursor.fetchall()}
     max_body = settings.RECOVERY_CAPTURE_MAX_BODY
     for identity, indexes in grouped.items():
-        row_id, inserted = returned[identity]
+        row_id, inserted, parked = returned[identity]
         result.captured += 1 if inserted else 0
         result.duplicates += len(indexes) - (1 if inserted else 0)
         if messages[indexes[0]].size > max_body:
             result.oversize += len(indexes)
-            if indexes[0] in prepared.unparked:
+            if not parked:  # neither now nor by an earlier delivery
                 result.unparked += len(indexes)
                 continue
         result.removable.extend(messages[i] for i in indexes)

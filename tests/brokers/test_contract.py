@@ -252,6 +252,30 @@ def test_object_storage_down_leaves_the_oversize_message_on_the_broker(harness, 
     assert wait_until(lambda: _left_on_broker(harness, dlq) == 0, timeout=15)
 
 
+def test_an_oversize_message_parked_before_is_removed_even_while_storage_is_down(harness, settings) -> None:
+    """A pass that parked and committed a message and died before removing it leaves it on the
+    broker; the next pass removes it even with object storage down: its row says where its bytes lie."""
+    settings.RECOVERY_CAPTURE_MAX_BODY = 2048
+    dlq = harness.make_dlq()
+    harness.fill(dlq, [(_oversize_body(3), {"x-seq": "3"})])
+    adapter = adapter_for(harness.broker, timeout=10)
+    try:
+        batch = adapter.receive(dlq.as_address(), max_messages=1, wait_seconds=10)
+        with transaction.atomic():
+            assert dead_letters_upsert(dlq=dlq, pass_id=None, messages=batch).removable_rows
+        adapter.release(dlq.as_address(), batch)
+    finally:
+        adapter.close()
+    settings.RECOVERY_PARKING_S3_ENDPOINT_URL = "http://127.0.0.1:1"  # nothing listens: S3 is down
+
+    done = _capture(dlq)
+
+    assert done.state == JobState.SUCCEEDED, done.error
+    letter = DeadLetter.objects.get(dlq=dlq)
+    assert letter.times_seen == 2 and letter.parked_key and letter.removed_at is not None
+    assert wait_until(lambda: _left_on_broker(harness, dlq) == 0, timeout=15)
+
+
 def test_a_broker_that_is_down_fails_the_pass_with_backoff_and_no_crash(harness, settings) -> None:
     settings.RECOVERY_CAPTURE_RETRY_ATTEMPTS = 3
     settings.RECOVERY_CAPTURE_RETRY_BASE_MS = 10
