@@ -119,7 +119,7 @@ def test_a_pass_stopped_by_its_limit_says_how_many_remain(harness, settings, cli
     assert DeadLetter.objects.filter(dlq=dlq).count() == 12
 
 
-def test_each_letter_records_its_position_in_the_dlq(harness) -> None:
+def test_each_letter_records_its_position_in_the_dlq(harness, client_for) -> None:
     """The position a later replay keeps the original order by: the broker's own (Kafka offset,
     SQS FIFO SequenceNumber) or, where the broker numbers nothing, the order capture read them in,
     continued across passes. RabbitMQ and Kafka hand a queue/partition out in order."""
@@ -136,3 +136,5 @@ def test_each_letter_records_its_position_in_the_dlq(harness) -> None:
         assert positions == list(range(8)), "the Kafka offset"
     if harness.kind in ("kafka", "rabbitmq"):
         assert [json.loads(bytes(letter.body))["n"] for letter in letters] == list(range(8))
+    html = client_for(Role.VIEWER).get(reverse("letter-detail", args=[letters[-1].pk])).content.decode()
+    assert f'data-testid="position">{letters[-1].position}<' in html
