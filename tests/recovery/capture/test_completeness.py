@@ -109,8 +109,10 @@ def test_a_pass_stopped_by_its_limit_says_how_many_remain(harness, settings, cli
     assert "7 remain" in event.summary and event.after["remaining"] == 7
     dlq.refresh_from_db()
     assert dlq.next_capture_at <= first.finished_at, "a scheduled DLQ with messages left is due again at once"
-    html = client_for(Role.VIEWER).get(reverse("dlq-detail", args=[dlq.pk])).content.decode()
+    viewer = client_for(Role.VIEWER)
+    html = viewer.get(reverse("dlq-detail", args=[dlq.pk])).content.decode()
     assert "7 remain (limit reached)" in html and 'data-testid="last-pass-remaining"' in html
+    assert 'data-testid="last-pass-remaining">7 remain<' in viewer.get(reverse("overview")).content.decode()
 
     second, third = _capture(dlq), _capture(dlq)
 
