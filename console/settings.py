@@ -161,6 +161,16 @@ RECOVERY_CAPTURE_WAIT_SECONDS = envint("RECOVERY_CAPTURE_WAIT_SECONDS", 1, minim
 RECOVERY_CAPTURE_RETRY_ATTEMPTS = envint("RECOVERY_CAPTURE_RETRY_ATTEMPTS", 3, minimum=1, maximum=20)
 RECOVERY_CAPTURE_RETRY_BASE_MS = envint("RECOVERY_CAPTURE_RETRY_BASE_MS", 2000, minimum=1)
 RECOVERY_CAPTURE_MAX_BACKOFF = envint("RECOVERY_CAPTURE_MAX_BACKOFF", 3600, minimum=10)
+# Oversize bodies are parked in S3-compatible object storage (recovery/capture/parking.py). No
+# bucket: an oversize message stays on its broker and its capture pass fails, saying so.
+RECOVERY_PARKING_S3_BUCKET = envstr("RECOVERY_PARKING_S3_BUCKET", "")
+RECOVERY_PARKING_S3_PREFIX = envstr("RECOVERY_PARKING_S3_PREFIX", "dead-letters/")
+RECOVERY_PARKING_S3_ENDPOINT_URL = envstr("RECOVERY_PARKING_S3_ENDPOINT_URL", "")  # '' = AWS
+RECOVERY_PARKING_S3_REGION = envstr("RECOVERY_PARKING_S3_REGION", "us-east-1")
+# '' = boto3's own credential chain (instance role, AWS_* variables); never stored in the database
+RECOVERY_PARKING_S3_ACCESS_KEY_ID = envsecret("RECOVERY_PARKING_S3_ACCESS_KEY_ID", "")
+RECOVERY_PARKING_S3_SECRET_ACCESS_KEY = envsecret("RECOVERY_PARKING_S3_SECRET_ACCESS_KEY", "")
+RECOVERY_PARKING_TIMEOUT = envint("RECOVERY_PARKING_TIMEOUT", 30, minimum=1, maximum=600)
 RECOVERY_APPROVAL_TTL = envint("RECOVERY_APPROVAL_TTL", 24 * 3600, minimum=60)  # seconds an approval stays valid
 RECOVERY_REPLAY_LEASE_SECONDS = envint("RECOVERY_REPLAY_LEASE_SECONDS", 30, minimum=2, maximum=3600)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start, stop and report the local real services: PostgreSQL, Redis, RabbitMQ, Tansu (Kafka
-# API) and LocalStack (SQS API), each on loopback on its own port.
+# API) and LocalStack (SQS and S3 APIs), each on loopback on its own port.
 #
 #   scripts/services.sh up|down|status [postgres redis rabbitmq kafka sqs]
 #
@@ -138,14 +138,32 @@ kafka_status() { kafka_ready; }
 kafka_log() { echo "$kafka_dir/tansu.log"; }
 kafka_port() { echo "$KAFKA_PORT"; }
 
-# ---------------------------------------------------------------- SQS API (LocalStack)
+# ---------------------------------------------------------------- SQS and S3 APIs (LocalStack)
+# S3 is where capture parks oversize bodies (recovery/capture/parking.py): the bucket
+# PARKING_BUCKET is created once LocalStack answers.
 sqs_dir="$STATE/localstack"
+PARKING_BUCKET=dlq-parking
 sqs_ready() {
-  curl -fsS "http://127.0.0.1:$SQS_PORT/_localstack/health" 2>/dev/null | grep -Eq '"sqs": "(available|running)"'
+  local health
+  health=$(curl -fsS "http://127.0.0.1:$SQS_PORT/_localstack/health" 2>/dev/null) || return 1
+  grep -Eq '"sqs": "(available|running)"' <<<"$health" && grep -Eq '"s3": "(available|running)"' <<<"$health"
+}
+parking_bucket_up() {
+  "$VENV/bin/python" - "http://127.0.0.1:$SQS_PORT" "$PARKING_BUCKET" <<'PY' || die "could not create the S3 bucket $PARKING_BUCKET in LocalStack"
+import sys
+
+import boto3
+
+endpoint, bucket = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                  aws_secret_access_key="test")
+if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+    s3.create_bucket(Bucket=bucket)
+PY
 }
 sqs_up() {
   mkdir -p "$sqs_dir/fs"
-  if sqs_ready; then return 0; fi
+  if sqs_ready; then parking_bucket_up; return 0; fi
   [ -x "$sqs_dir/venv/bin/python" ] || die "LocalStack is not installed in $sqs_dir/venv; run scripts/bootstrap.sh"
   pid_alive "$sqs_dir/localstack.pid" && stop_group "$sqs_dir/localstack.pid" LocalStack
   ensure_port_free "$SQS_PORT" LocalStack
@@ -153,13 +171,14 @@ sqs_up() {
     # hypercorn honours the host in GATEWAY_LISTEN (the default twisted server binds 0.0.0.0);
     # DNS_ADDRESS=0 keeps LocalStack's DNS server off.
     export OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$sqs_dir/fs" GATEWAY_LISTEN="127.0.0.1:$SQS_PORT" \
-      GATEWAY_SERVER=hypercorn LOCALSTACK_HOST="127.0.0.1:$SQS_PORT" SERVICES=sqs \
+      GATEWAY_SERVER=hypercorn LOCALSTACK_HOST="127.0.0.1:$SQS_PORT" SERVICES=sqs,s3 \
       SQS_ENDPOINT_STRATEGY=path SKIP_SSL_CERT_DOWNLOAD=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 \
       EAGER_SERVICE_LOADING=1 LOCALSTACK_TELEMETRY_DISABLED=1
     exec setsid "$sqs_dir/venv/bin/python" -m localstack.runtime.main >"$sqs_dir/localstack.log" 2>&1 </dev/null
   ) &
   echo $! >"$sqs_dir/localstack.pid"
   wait_started 60 "$sqs_dir/localstack.pid" sqs_ready || die "LocalStack did not start on port $SQS_PORT; see $sqs_dir/localstack.log"
+  parking_bucket_up
 }
 sqs_down() { stop_group "$sqs_dir/localstack.pid" LocalStack; }
 sqs_status() { sqs_ready; }
@@ -184,6 +203,11 @@ LOCAL_SQS_ENDPOINT_URL=http://127.0.0.1:$SQS_PORT
 LOCAL_SQS_REGION=us-east-1
 LOCAL_SQS_ACCESS_KEY_ID=test
 LOCAL_SQS_SECRET_ACCESS_KEY=test
+RECOVERY_PARKING_S3_ENDPOINT_URL=http://127.0.0.1:$SQS_PORT
+RECOVERY_PARKING_S3_BUCKET=$PARKING_BUCKET
+RECOVERY_PARKING_S3_REGION=us-east-1
+RECOVERY_PARKING_S3_ACCESS_KEY_ID=test
+RECOVERY_PARKING_S3_SECRET_ACCESS_KEY=test
 WEB_PORT=$WEB_PORT
 ENV
   mv "$ENV_FILE.tmp" "$ENV_FILE"

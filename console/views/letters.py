@@ -88,7 +88,11 @@ def letter_body(request: HttpRequest, letter_id: int) -> HttpResponse:
     """The whole body as an attachment, masked unless the user holds the unmask grant; never
     rendered by the browser."""
     letter = get_object_or_404(DeadLetter.objects.select_related("dlq"), pk=letter_id)
-    download = letter_body_download(actor=request.user, letter=letter)
+    try:
+        download = letter_body_download(actor=request.user, letter=letter)
+    except RecoveryError as exc:  # a parked body object storage cannot give back (intact)
+        messages.error(request, str(exc))
+        return redirect("letter-detail", letter_id=letter.pk)
     response = HttpResponse(download.data, content_type="application/octet-stream")
     response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
     response["Content-Security-Policy"] = "sandbox"

@@ -30,6 +30,7 @@ from django.utils import timezone
 from recovery.audit.services import audit_record
 from recovery.brokers.base import BrokerAdapter, DlqAddress
 from recovery.brokers.registry import broker_session
+from recovery.capture.parking import ParkingError
 from recovery.capture.pipeline import BatchWriter
 from recovery.capture.store import (
     PreparedBatch,
@@ -38,12 +39,12 @@ from recovery.capture.store import (
     dead_letters_prepare,
     dead_letters_write,
 )
-from recovery.errors import BrokerError, InvalidInput
+from recovery.errors import BrokerError, InvalidInput, RecoveryError
 from recovery.faults import fault_point
 from recovery.jobs.lifecycle import job_claim, job_finish, job_note
 from recovery.jobs.queue import enqueue
 from recovery.jobs.watchdog import lost_rows, recover_lost
-from recovery.models import AuditAction, CapturePass, CaptureTrigger, DeadLetterQueue
+from recovery.models import AuditAction, BrokerKind, CapturePass, CaptureTrigger, DeadLetterQueue
 from recovery.models.jobs import JOB_ACTIVE
 from recovery.observability import capture as telemetry
 from recovery.observability import metrics
@@ -129,6 +130,7 @@ class _Removal:
     rows: list[int]
     count: int
     at: datetime
+    unparked: int = 0  # oversize messages of the batch left on the broker: their bytes could not be parked
 
 
 def _commit_batch(capture_pass: CapturePass, prepared: PreparedBatch, removed_rows: list[int]) -> StoreResult:
@@ -165,8 +167,8 @@ class _Marking:
         self.capture_pass = capture_pass
         self.jobs: list[tuple[_Removal, Future[None]]] = []
 
-    def add(self, removal: _Removal | None) -> None:
-        if removal is not None:
+    def add(self, removal: _Removal) -> None:
+        if removal.rows:
             self.jobs.append((removal, self.marker.submit(_mark_removed, self.capture_pass, removal)))
 
     def unmarked_rows(self) -> list[int]:
@@ -184,15 +186,16 @@ class _Marking:
         self.jobs = []
 
 
-def _remove_committed(adapter: BrokerAdapter, address: DlqAddress, committing: Future[StoreResult]) -> _Removal | None:
+def _remove_committed(adapter: BrokerAdapter, address: DlqAddress, committing: Future[StoreResult]) -> _Removal:
     """Wait for a batch's commit, then remove it from the broker (invariant 1). A failed commit
     raises here, before the broker hears anything: its messages stay there."""
     stored = committing.result()
     fault_point("capture.after_commit")  # rows committed, nothing removed yet
-    if not stored.removable:
-        return None
-    adapter.remove(address, stored.removable)
-    return _Removal(rows=stored.removable_rows, count=len(stored.removable), at=timezone.now())
+    if stored.removable:
+        adapter.remove(address, stored.removable)
+    return _Removal(
+        rows=stored.removable_rows, count=len(stored.removable), at=timezone.now(), unparked=stored.unparked
+    )
 
 
 @functools.cache
@@ -234,25 +237,42 @@ def _refresh_retention(adapter: BrokerAdapter, dlq: DeadLetterQueue) -> None:
         dlq.retention_seconds = retention
 
 
-def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
-    """Read, commit, then remove, batch after batch, until the DLQ is empty or the cap is hit.
+def _holding_hides_messages(dlq: DeadLetterQueue) -> bool:
+    """Whether messages a pass holds unremoved can hide others from its next read: on an SQS FIFO
+    queue a message group with a message in flight returns nothing until that message is deleted,
+    so an empty read while a batch is still held does not mean the DLQ is empty."""
+    return dlq.broker.kind == BrokerKind.SQS and dlq.address.rstrip("/").endswith(".fifo")
+
+
+def _capture_batches(capture_pass: CapturePass, max_messages: int) -> bool:
+    """Read, commit, then remove, batch after batch, until the DLQ is empty or the limit is hit;
+    returns whether the limit stopped it.
 
     Pipelined (recovery/capture/pipeline.py): while the writer commits batch N, this thread reads
     and prepares batch N+1; then it waits for N's commit and removes N (invariant 1), and the
     marker records N's removal on its own connection while the writer goes on with N+1. Every
     broker call stays on this thread.
+
+    The DLQ counts as empty only after a read that found nothing while the pass held nothing
+    unremoved: on SQS FIFO a read during N's commit finds nothing when every group is held by N,
+    so after removing N the pass reads again. An oversize message whose bytes could not be parked
+    stops the pass after its batch (the rest of that batch is captured and removed, the message
+    stays on the broker) with a ParkingError.
     """
     dlq = capture_pass.dlq
     address = dlq.as_address()
+    reread_when_held = _holding_hides_messages(dlq)
+    parking_error, unparked = "", 0
     with broker_session(dlq.broker, timeout=10) as adapter, BatchWriter() as writer, BatchWriter() as marker:
         marking = _Marking(marker, capture_pass)
         retention_known = False
         total = 0
         committing: Future[StoreResult] | None = None  # the writer's job for the last batch read
         while True:
+            reading = total < max_messages and not parking_error
             try:
                 batch = []
-                if total < max_messages:
+                if reading:
                     batch = adapter.receive(
                         address,
                         max_messages=min(dlq.capture_batch_size, max_messages - total),
@@ -271,15 +291,37 @@ def _capture_batches(capture_pass: CapturePass, max_messages: int) -> None:
             prepared = dead_letters_prepare(dlq=dlq, pass_id=capture_pass.pk, messages=batch) if batch else None
             if total == len(batch):  # the pass's first read: the oldest message waiting, if any
                 telemetry.first_batch_read(dlq, prepared)
+            held = committing is not None
             if committing is not None:
-                marking.add(_remove_committed(adapter, address, committing))
+                removal = _remove_committed(adapter, address, committing)
+                marking.add(removal)
+                unparked += removal.unparked
+                committing = None
                 _classification_requested(dlq)
             if prepared is None:
+                if reading and held and reread_when_held:
+                    continue  # what looked empty may have been hidden by the batch just removed
                 break
+            # storage refused: read no further (the rest would likely meet the same refusal)
+            parking_error = parking_error or prepared.parking_error
             committing = writer.submit(_commit_batch, capture_pass, prepared, marking.unmarked_rows())
         marking.wait()
-        telemetry.depth_read(adapter, dlq)
     _classification_requested(dlq, throttle=False)
+    if unparked:
+        raise ParkingError(f"{unparked} oversize message(s) left on the broker, the pass stopped: {parking_error}")
+    return total >= max_messages
+
+
+def _read_remaining(dlq: DeadLetterQueue) -> int | None:
+    """The DLQ's depth once the pass has given back everything it held (its broker session is
+    closed: RabbitMQ requeued its prefetch, SQS made its unremoved messages visible); also the
+    depth metric. None when the broker cannot say."""
+    try:
+        with broker_session(dlq.broker, timeout=10) as adapter:
+            return telemetry.depth_read(adapter, dlq)
+    except RecoveryError as exc:
+        logger.info("depth of %s not read after its capture pass: %s", dlq.name, exc)
+        return None
 
 
 def capture_pass_run(*, pass_id: int, max_messages: int | None = None) -> CapturePass | None:
@@ -294,14 +336,21 @@ def capture_pass_run(*, pass_id: int, max_messages: int | None = None) -> Captur
 
 def _run_claimed(capture_pass: CapturePass, limit: int) -> CapturePass:
     """The attempts of a claimed pass, then its end (retries with backoff; see the module doc)."""
-    attempts, error = 0, ""
+    attempts, error, limit_reached = 0, "", False
     pass_id = capture_pass.pk
     while True:
         attempts += 1
         CapturePass.objects.filter(pk=pass_id).update(attempts=attempts)
         try:
-            _capture_batches(capture_pass, limit)
+            limit_reached = _capture_batches(capture_pass, limit)
             error = ""
+            break
+        except ParkingError as exc:
+            # Not retried: object storage that refused a moment ago is as likely to refuse again,
+            # and the DLQ's backoff brings the next pass. The message stays on the broker.
+            error = str(exc)
+            metrics.capture_error(dlq=capture_pass.dlq.name, kind="parking")
+            job_note(capture_pass, f"attempt {attempts} failed: {error}")
             break
         except BrokerError as exc:
             error = str(exc)
@@ -318,13 +367,17 @@ def _run_claimed(capture_pass: CapturePass, limit: int) -> CapturePass:
             metrics.capture_error(dlq=capture_pass.dlq.name, kind="internal")
             _finish(capture_pass, f"internal error: {type(exc).__name__}: {exc}"[:2000])
             raise
-    return _finish(capture_pass, error)
+    return _finish(capture_pass, error, limit_reached=limit_reached)
 
 
-def _finish(capture_pass: CapturePass, error: str) -> CapturePass:
+def _finish(capture_pass: CapturePass, error: str, *, limit_reached: bool = False) -> CapturePass:
+    """End the pass: failed with ``error``, or succeeded with what the broker still holds (its
+    "N remain" outcome). A scheduled DLQ with messages left is due again at once."""
     dlq = capture_pass.dlq
+    remaining = None if error else _read_remaining(dlq)
     now = timezone.now()
     with transaction.atomic():
+        CapturePass.objects.filter(pk=capture_pass.pk).update(remaining=remaining, limit_reached=limit_reached)
         locked = DeadLetterQueue.objects.select_for_update().get(pk=dlq.pk)
         if error:
             failures = locked.consecutive_failures + 1
@@ -334,8 +387,10 @@ def _finish(capture_pass: CapturePass, error: str) -> CapturePass:
             DeadLetterQueue.objects.filter(pk=dlq.pk).update(
                 consecutive_failures=failures, next_capture_at=now + timedelta(seconds=backoff)
             )
-        elif locked.consecutive_failures:
-            DeadLetterQueue.objects.filter(pk=dlq.pk).update(consecutive_failures=0)
+        else:
+            due = {"next_capture_at": now} if remaining and locked.capture_interval else {}
+            if locked.consecutive_failures or due:
+                DeadLetterQueue.objects.filter(pk=dlq.pk).update(consecutive_failures=0, **due)
         # A pass the watchdog retired meanwhile (its heartbeat was late) stays failed: job_finish
         # moves only a running row. Its counts and this event still record what it did.
         job_finish(CapturePass, capture_pass.pk, error=error)
@@ -350,6 +405,8 @@ def _finish(capture_pass: CapturePass, error: str) -> CapturePass:
                 f"capture of {dlq.name} {outcome}: {capture_pass.captured} captured, "
                 f"{capture_pass.duplicates} already known, {capture_pass.oversize} oversize, "
                 f"{capture_pass.removed} removed from the broker"
+                + (f", {capture_pass.remaining} remain" if capture_pass.remaining else "")
+                + (" (limit reached)" if capture_pass.limit_reached else "")
             )[:500],
             after={
                 "state": capture_pass.state,
@@ -359,6 +416,8 @@ def _finish(capture_pass: CapturePass, error: str) -> CapturePass:
                 "oversize": capture_pass.oversize,
                 "removed": capture_pass.removed,
                 "attempts": capture_pass.attempts,
+                "remaining": capture_pass.remaining,
+                "limit_reached": capture_pass.limit_reached,
                 "error": error[:1000],
             },
         )

@@ -26,8 +26,9 @@ from django.utils import timezone
 
 from recovery.brokers.base import ReceivedMessage
 from recovery.capture.identity import capture_identities, content_digest, stable_json
+from recovery.capture.parking import ParkingError, body_park
 from recovery.metadata import normalise
-from recovery.models import BrokerKind, CaptureMode, DeadLetterQueue, DeadLetterState
+from recovery.models import BrokerKind, DeadLetterQueue, DeadLetterState
 
 # (column, PostgreSQL type) in row order. JSON columns are staged as the text stable_json made
 # (the digest of an AMQP message reads the same text) and cast to jsonb by the upsert.
@@ -38,14 +39,17 @@ COLUMNS = (
     ("origin", "text"), ("reason", "text"), ("error_class", "text"), ("error_message", "text"),
     ("stack_trace", "text"), ("attempt_count", "integer"), ("first_failed_at", "timestamptz"),
     ("last_failed_at", "timestamptz"), ("source_message_id", "text"), ("failure_extras", "jsonb"),
+    ("position", "numeric"), ("parked_bucket", "text"), ("parked_key", "text"),
 )  # fmt: skip
-_IDENTITY, _TIMES_SEEN = 2, 11  # filled in by dead_letters_write
-_STAGED_TYPES = ["text" if kind == "jsonb" else kind for _, kind in COLUMNS]
+_IDENTITY, _TIMES_SEEN, _POSITION = 2, 11, 22  # filled in by dead_letters_write (position when the broker gives none)
+# jsonb and numeric travel as text (JSON as stable_json made it; positions beyond bigint as digits).
+_CAST = ("jsonb", "numeric")
+_STAGED_TYPES = ["text" if kind in _CAST else kind for _, kind in COLUMNS]
 _NAMES = ", ".join(name for name, _ in COLUMNS)
 
 # One per database session, emptied at every commit; the version suffix keeps a session that a
 # pooler hands from an older release from meeting a different shape under the same name.
-_STAGING = "recovery_capture_staging_v1"
+_STAGING = "recovery_capture_staging_v2"
 _CREATE_STAGING = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} "
     f"({', '.join(f'{name} {kind}' for (name, _), kind in zip(COLUMNS, _STAGED_TYPES, strict=True))}) "
@@ -54,10 +58,17 @@ _CREATE_STAGING = (
 _COPY = f"COPY {_STAGING} ({_NAMES}) FROM STDIN (FORMAT BINARY)"
 _UPSERT = (
     f"INSERT INTO recovery_deadletter ({_NAMES}) "  # noqa: S608 - constant text
-    f"SELECT {', '.join(f'{name}::jsonb' if kind == 'jsonb' else name for name, kind in COLUMNS)} FROM {_STAGING} "
-    "ON CONFLICT (dlq_id, identity) DO UPDATE SET times_seen = recovery_deadletter.times_seen + EXCLUDED.times_seen "
-    "RETURNING id, identity, (xmax = 0) AS inserted"
+    f"SELECT {', '.join(f'{name}::{kind}' if kind in _CAST else name for name, kind in COLUMNS)} FROM {_STAGING} "
+    "ON CONFLICT (dlq_id, identity) DO UPDATE SET times_seen = recovery_deadletter.times_seen + EXCLUDED.times_seen, "
+    # an oversize letter whose body could not be parked before gets the place this delivery parked it at
+    "parked_bucket = CASE WHEN recovery_deadletter.parked_key = '' "
+    "THEN EXCLUDED.parked_bucket ELSE recovery_deadletter.parked_bucket END, "
+    "parked_key = CASE WHEN recovery_deadletter.parked_key = '' "
+    "THEN EXCLUDED.parked_key ELSE recovery_deadletter.parked_key END "
+    "RETURNING id, identity, (xmax = 0) AS inserted, parked_key"
 )
+# Positions for letters whose broker gives none (RabbitMQ, standard SQS): the order capture read them.
+_NEXT_POSITIONS = "SELECT nextval('recovery_deadletter_position_seq') FROM generate_series(1, %s)"
 # The ids travel as one array literal: psycopg would dump a list element by element in Python.
 _MARK_REMOVED = "UPDATE recovery_deadletter SET removed_at = %s WHERE id = ANY(%s::bigint[]) AND removed_at IS NULL"
 
@@ -68,6 +79,7 @@ class StoreResult:
     captured: int = 0
     duplicates: int = 0
     oversize: int = 0
+    unparked: int = 0  # oversize messages whose bytes could not be parked: left on the broker
     removable: list[ReceivedMessage] = field(default_factory=list)
     removable_rows: list[int] = field(default_factory=list)
 
@@ -75,11 +87,14 @@ class StoreResult:
 @dataclass
 class PreparedBatch:
     """A batch's rows as far as they can be worked out without the database: one row per message
-    in ``COLUMNS`` order (identity and times_seen still open), and the AMQP content digests."""
+    in ``COLUMNS`` order (identity and times_seen still open), and the AMQP content digests.
+    ``parking_error``: why the bytes of an oversize message could not be parked (its row then has
+    no parked_key, and the message stays on the broker unless an earlier delivery parked it)."""
 
     messages: list[ReceivedMessage]
     rows: list[list[Any]]
     digests: list[str] | None = None
+    parking_error: str = ""
 
 
 def _content_type(message: ReceivedMessage) -> str:
@@ -90,23 +105,46 @@ def _content_type(message: ReceivedMessage) -> str:
     return str(value)[:200]
 
 
+def _native_position(kind: str, message: ReceivedMessage) -> str | None:
+    """The message's place in its DLQ as the broker numbers it (digits), if it does: the SQS FIFO
+    SequenceNumber (it grows within a message group), the Kafka offset (within its partition)."""
+    if kind == BrokerKind.KAFKA:
+        value: Any = message.properties.get("offset")
+    elif kind == BrokerKind.SQS:
+        value = message.properties.get("SequenceNumber")
+    else:
+        return None
+    text = str(value) if value is not None else ""
+    return text if text.isdigit() and len(text) <= 40 else None
+
+
 def dead_letters_prepare(
     *, dlq: DeadLetterQueue, pass_id: int | None, messages: list[ReceivedMessage], now: datetime | None = None
 ) -> PreparedBatch:
     """The rows of a batch, without touching the database: bodies, hashes, headers and
     properties as JSON text, and the normalised failure (invariant 10: ``normalise`` never
-    raises). Oversize bodies (above RECOVERY_CAPTURE_MAX_BODY) are left out, their size and hash
-    kept."""
+    raises). An oversize body (above RECOVERY_CAPTURE_MAX_BODY) is parked in object storage
+    (recovery.capture.parking) and its row records where; one that could not be parked has no
+    place recorded (``parking_error`` says why) and must stay on the broker (invariant 1)."""
     kind = dlq.broker.kind
     mapping, sources = dlq.header_mapping or None, dlq.sources or ()
     max_body = settings.RECOVERY_CAPTURE_MAX_BODY
     now = now or timezone.now()
     digests: list[str] | None = [] if kind == BrokerKind.RABBITMQ else None
     rows = []
+    prepared = PreparedBatch(messages=messages, rows=rows, digests=digests)
     for message in messages:
         oversize = message.size > max_body
         body = b"" if oversize else message.body
         content_hash = hashlib.sha256(message.body).hexdigest()
+        parked_bucket = parked_key = ""
+        if oversize:
+            try:
+                parked = body_park(dlq_id=dlq.pk, data=message.body, sha256=content_hash)
+            except ParkingError as exc:
+                prepared.parking_error = prepared.parking_error or str(exc)
+            else:
+                parked_bucket, parked_key = parked.bucket, parked.key
         headers = stable_json(message.headers)
         if digests is not None:
             digests.append(content_digest(message, body_sha256=content_hash, headers_json=headers))
@@ -118,9 +156,10 @@ def dead_letters_prepare(
             stable_json(message.properties), now, DeadLetterState.OVERSIZE if oversize else DeadLetterState.CAPTURED,
             1, failure.origin, failure.reason, failure.error_class, failure.error_message, failure.stack_trace,
             failure.attempt_count, failure.first_failed_at, failure.last_failed_at, failure.source_message_id,
-            stable_json(failure.extras) if failure.extras else "{}",
+            stable_json(failure.extras) if failure.extras else "{}", _native_position(kind, message),
+            parked_bucket, parked_key,
         ])  # fmt: skip
-    return PreparedBatch(messages=messages, rows=rows, digests=digests)
+    return prepared
 
 
 def dead_letters_write(
@@ -130,8 +169,9 @@ def dead_letters_write(
     transaction. AMQP identities are matched against the rows still on the broker: rows of
     earlier batches must be marked removed by then, or be listed in ``removed_rows``.
 
-    Oversize messages are recorded with their metadata and no body; from a drained DLQ they
-    are not removable: they stay on the broker, never lost.
+    An oversize message is removable once its bytes are parked (its row says where); one whose
+    parking failed is recorded with its metadata and left on the broker, never lost: a later
+    pass recognises it by its identity and parks it then.
     """
     messages = prepared.messages
     result = StoreResult(received=len(messages))
@@ -143,6 +183,11 @@ def dead_letters_write(
     connection.ensure_connection()
     # A plain psycopg cursor on Django's connection (same transaction): Django's cursor has no COPY.
     with psycopg.Cursor(connection.connection) as cursor:
+        unnumbered = [indexes[0] for indexes in grouped.values() if prepared.rows[indexes[0]][_POSITION] is None]
+        if unnumbered:
+            cursor.execute(_NEXT_POSITIONS, [len(unnumbered)])
+            for index, (number,) in zip(unnumbered, sorted(cursor.fetchall()), strict=True):
+                prepared.rows[index][_POSITION] = str(number)
         cursor.execute(_CREATE_STAGING)
         with cursor.copy(_COPY) as copy:
             copy.set_types(_STAGED_TYPES)
@@ -151,16 +196,16 @@ def dead_letters_write(
                 row[_IDENTITY], row[_TIMES_SEEN] = identity, len(indexes)
                 copy.write_row(row)
         cursor.execute(_UPSERT)
-        returned = {identity: (row_id, inserted) for row_id, identity, inserted in cursor.fetchall()}
-    keep_oversize = dlq.capture_mode == CaptureMode.DRAIN
+        returned = {identity: (row_id, inserted, parked) for row_id, identity, inserted, parked in cursor.fetchall()}
     max_body = settings.RECOVERY_CAPTURE_MAX_BODY
     for identity, indexes in grouped.items():
-        row_id, inserted = returned[identity]
+        row_id, inserted, parked = returned[identity]
         result.captured += 1 if inserted else 0
         result.duplicates += len(indexes) - (1 if inserted else 0)
         if messages[indexes[0]].size > max_body:
             result.oversize += len(indexes)
-            if keep_oversize:
+            if not parked:  # neither now nor by an earlier delivery
+                result.unparked += len(indexes)
                 continue
         result.removable.extend(messages[i] for i in indexes)
         result.removable_rows.append(row_id)

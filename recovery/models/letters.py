@@ -8,7 +8,7 @@ from django.utils import timezone
 from recovery.brokers.base import DlqAddress
 from recovery.models.brokers import Broker, BrokerKind
 from recovery.models.classification import Category, ClassificationSource, Disposition
-from recovery.models.jobs import BackgroundJob, LostJobPolicy
+from recovery.models.jobs import BackgroundJob, JobState, LostJobPolicy
 
 
 class CaptureMode(models.TextChoices):
@@ -164,6 +164,21 @@ class DeadLetter(models.Model):
     )
     discarded_at = models.DateTimeField(null=True, blank=True)
     discard_reason = models.TextField(blank=True, default="", db_default="")
+    # Capture completeness and oversize parking (issue 15, part 7; recovery/capture/parking.py).
+    position = models.DecimalField(
+        max_digits=40,
+        decimal_places=0,
+        null=True,
+        blank=True,
+        help_text="its place in the DLQ, in the broker's order: the SQS FIFO SequenceNumber, the Kafka offset "
+        "(within its partition), else the order capture read it in (a console-wide sequence)",
+    )
+    parked_bucket = models.CharField(
+        max_length=255, blank=True, default="", db_default="", help_text="oversize: the bucket holding its body"
+    )
+    parked_key = models.CharField(
+        max_length=1024, blank=True, default="", db_default="", help_text="oversize: the object key of its body"
+    )
 
     class Meta:
         ordering = ["-captured_at", "-id"]
@@ -213,6 +228,14 @@ class CapturePass(BackgroundJob):
     attempts = models.PositiveIntegerField(
         default=0, help_text="broker attempts within this pass (retries with backoff)"
     )
+    remaining = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="messages the broker still held in the DLQ when the pass ended (its depth); empty: not read",
+    )
+    limit_reached = models.BooleanField(
+        default=False, help_text="the pass stopped at its limit (RECOVERY_CAPTURE_MAX_PER_PASS or --max)"
+    )
 
     class Meta(BackgroundJob.Meta):
         ordering = ["-created_at"]
@@ -223,6 +246,14 @@ class CapturePass(BackgroundJob):
 
     def __str__(self) -> str:
         return f"capture pass {self.pk} of {self.dlq} ({self.state})"
+
+    @property
+    def outcome(self) -> str:
+        """What the pass lists show: a pass that succeeded with messages left on the DLQ says how
+        many remain, never just "Succeeded" (issue 15, part 7)."""
+        if self.state == JobState.SUCCEEDED and self.remaining:
+            return f"{self.remaining:,} remain" + (" (limit reached)" if self.limit_reached else "")
+        return self.get_state_display()
 
     def job_retired(self) -> None:
         """Its job was lost and the watchdog retired it: the DLQ is due at once, so the next

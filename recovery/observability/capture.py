@@ -103,17 +103,19 @@ def first_batch_read(dlq: Any, prepared: Any) -> None:
         metrics.dlq_oldest_age(dlq=dlq.name, seconds=(timezone.now() - min(times)).total_seconds())
 
 
-def depth_read(adapter: Any, dlq: Any) -> None:
-    """Read the DLQ's depth from the broker (end of a pass, periodic job); never raises."""
+def depth_read(adapter: Any, dlq: Any) -> int | None:
+    """Read the DLQ's depth from the broker (end of a pass, periodic job) and return it; never
+    raises (None: the broker could not say)."""
     try:
         depth = adapter.depth(dlq.as_address())
     except BrokerError as exc:
         log.info("depth of %s not read: %s", dlq.name, exc)
-        return
+        return None
     except Exception:  # noqa: BLE001 - a reading must never fail the capture that asked for it
         log.warning("depth of %s not read", dlq.name, exc_info=True)
-        return
+        return None
     metrics.dlq_depth_read(dlq=dlq.name, broker_kind=dlq.broker.kind, depth=depth)
+    return int(depth)
 
 
 def pass_finished(capture_pass: Any, dlq: Any) -> None:
@@ -134,6 +136,7 @@ def pass_finished(capture_pass: Any, dlq: Any) -> None:
             "recovery.capture.removed": capture_pass.removed,
             "recovery.capture.redeadlettered": returned,
             "recovery.capture.attempts": capture_pass.attempts,
+            "recovery.capture.remaining": capture_pass.remaining if capture_pass.remaining is not None else -1,
             "recovery.capture.failed": failed,
         }
     )

@@ -46,7 +46,7 @@ CAPTURE_PASSES = Counter(
 )
 CAPTURE_ERRORS = Counter(
     "recovery_capture_errors",
-    "Failed capture attempts: transient (retried), permanent or internal.",
+    "Failed capture attempts: transient (retried), permanent, parking (oversize body not parked) or internal.",
     ["dlq", "kind"],
     registry=REGISTRY,
 )

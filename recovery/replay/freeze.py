@@ -71,7 +71,7 @@ def decide(
     if state == DeadLetterState.DISCARDED:
         return Decision(False, "discarded", None)
     if state == DeadLetterState.OVERSIZE:
-        return Decision(False, "oversize: the body was not stored (it stays on the broker)", None)
+        return Decision(False, "oversize: its body is parked in object storage, not replayed", None)
     if disposition == Disposition.DISCARD:
         return Decision(False, "disposition discard", None)
     if not plan.include_held and category == Category.POISON:

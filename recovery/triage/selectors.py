@@ -201,7 +201,9 @@ def dlq_summaries() -> list[DlqSummary]:
     dlqs = list(
         DeadLetterQueue.objects.select_related("broker")
         .annotate(
-            last_pass_state=Subquery(latest.values("state")[:1]), last_pass_error=Subquery(latest.values("error")[:1])
+            last_pass_state=Subquery(latest.values("state")[:1]),
+            last_pass_error=Subquery(latest.values("error")[:1]),
+            last_pass_remaining=Subquery(latest.values("remaining")[:1]),  # "N remain" (capture, issue 15)
         )
         .order_by("name")
     )

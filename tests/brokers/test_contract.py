@@ -11,13 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection, transaction
+from django.test import Client
+from django.urls import reverse
 
 from recovery.brokers.base import OutgoingMessage
 from recovery.brokers.registry import adapter_for
 from recovery.capture.services import capture_pass_request, capture_pass_run
 from recovery.capture.store import dead_letters_upsert
 from recovery.models import AuditEvent, CapturePass, CaptureTrigger, DeadLetter, DeadLetterState, JobState
+from recovery.permissions import UNMASK_GROUP, Role
 from tests.brokers.harness import VISIBILITY_S
 from tests.helpers import wait_until
 
@@ -171,21 +175,105 @@ def test_capture_before_remove_survives_sigkill_between_commit_and_remove(harnes
         adapter.close()
 
 
-def test_an_oversize_message_is_recorded_and_never_lost(harness, settings) -> None:
+def _oversize_body(n: int) -> bytes:
+    """A distinct body above the 2 KiB limit these tests set; text, as SQS bodies must be."""
+    return (f"{n:04d} " + "oversize ✓ " * 400).encode()
+
+
+def _left_on_broker(harness, dlq) -> int:
+    """What the DLQ still holds for the console: Kafka never deletes, so there the group's lag."""
+    if harness.kind != "kafka":
+        return harness.still_on_broker(dlq)
+    adapter = adapter_for(harness.broker, timeout=10)
+    try:
+        return adapter.depth(dlq.as_address())
+    finally:
+        adapter.close()
+
+
+def _unmasked_client(make_user) -> Client:
+    user = make_user(Role.VIEWER)
+    user.groups.add(Group.objects.get_or_create(name=UNMASK_GROUP)[0])
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_oversize_messages_are_parked_in_object_storage_removed_and_capture_goes_on(
+    harness, settings, make_user
+) -> None:
+    """Two batches of oversize messages at the head of the DLQ (they once held RabbitMQ's prefetch
+    unacked and stopped its capture; Kafka committed past them and lost their bodies): their bytes
+    are parked in S3, the broker copies removed, the rest captured in the same pass, and each body
+    comes back from the letter page's download byte for byte."""
     settings.RECOVERY_CAPTURE_MAX_BODY = 2048
-    dlq = harness.make_dlq()
-    big = ("x" * 4096).encode()
-    harness.fill(dlq, [*_messages(harness, 2), (big, {"x-seq": "99"})])
+    dlq = harness.make_dlq(capture_batch_size=2)
+    big = [_oversize_body(i) for i in range(4)]
+    harness.fill(dlq, [*((body, {"x-seq": str(i)}) for i, body in enumerate(big)), *_messages(harness, 3)])
     done = _capture(dlq)
     assert done.state == JobState.SUCCEEDED, done.error
-    oversize = DeadLetter.objects.get(dlq=dlq, state=DeadLetterState.OVERSIZE)
-    assert oversize.body_size == 4096 and bytes(oversize.body) == b""
-    assert DeadLetter.objects.filter(dlq=dlq, state=DeadLetterState.CAPTURED).count() == 2
-    if harness.kind == "kafka":
-        assert harness.still_on_broker(dlq) == 3  # Kafka never removes: the topic still has it
-    else:
-        time.sleep(VISIBILITY_S + 0.5 if harness.kind == "sqs" else 0)
-        assert wait_until(lambda: harness.still_on_broker(dlq) == 1, timeout=15), "left on the broker"
+    assert (done.received, done.captured, done.oversize, done.removed) == (7, 7, 4, 7)
+    assert DeadLetter.objects.filter(dlq=dlq, state=DeadLetterState.CAPTURED).count() == 3
+    assert wait_until(lambda: _left_on_broker(harness, dlq) == 0, timeout=15), "removed from the broker"
+    parked = list(DeadLetter.objects.filter(dlq=dlq, state=DeadLetterState.OVERSIZE))
+    assert len(parked) == 4
+    for letter in parked:
+        assert bytes(letter.body) == b"" and letter.removed_at is not None
+        assert letter.parked_bucket == settings.RECOVERY_PARKING_S3_BUCKET
+        assert letter.parked_key.endswith(letter.content_hash)
+    client = _unmasked_client(make_user)
+    downloads = [client.get(reverse("letter-body", args=[letter.pk])) for letter in parked]
+    assert all(d.status_code == 200 for d in downloads)
+    assert sorted(d.content for d in downloads) == sorted(big)
+
+
+def test_object_storage_down_leaves_the_oversize_message_on_the_broker(harness, settings) -> None:
+    """A parking failure loses nothing: the oversize message stays on the broker, the pass fails
+    saying so (after capturing the rest of its batch), and the next pass parks it."""
+    settings.RECOVERY_CAPTURE_MAX_BODY = 2048
+    endpoint = settings.RECOVERY_PARKING_S3_ENDPOINT_URL
+    settings.RECOVERY_PARKING_S3_ENDPOINT_URL = "http://127.0.0.1:1"  # nothing listens: S3 is down
+    dlq = harness.make_dlq(capture_batch_size=10)
+    harness.fill(dlq, [*_messages(harness, 2), (_oversize_body(7), {"x-seq": "99"})])
+    failed = _capture(dlq)
+    assert failed.state == JobState.FAILED
+    assert "left on the broker" in failed.error and "127.0.0.1:1" in failed.error
+    letter = DeadLetter.objects.get(dlq=dlq, state=DeadLetterState.OVERSIZE)
+    assert letter.parked_key == "" and letter.removed_at is None
+    assert DeadLetter.objects.filter(dlq=dlq, state=DeadLetterState.CAPTURED, removed_at__isnull=False).count() == 2
+    assert wait_until(lambda: _left_on_broker(harness, dlq) == 1, timeout=15), "the oversize message stays"
+
+    settings.RECOVERY_PARKING_S3_ENDPOINT_URL = endpoint
+    done = _capture(dlq)
+    assert done.state == JobState.SUCCEEDED, done.error
+    letter.refresh_from_db()
+    assert letter.parked_key and letter.times_seen == 2 and letter.removed_at is not None
+    assert DeadLetter.objects.filter(dlq=dlq).count() == 3
+    assert wait_until(lambda: _left_on_broker(harness, dlq) == 0, timeout=15)
+
+
+def test_an_oversize_message_parked_before_is_removed_even_while_storage_is_down(harness, settings) -> None:
+    """A pass that parked and committed a message and died before removing it leaves it on the
+    broker; the next pass removes it even with object storage down: its row says where its bytes lie."""
+    settings.RECOVERY_CAPTURE_MAX_BODY = 2048
+    dlq = harness.make_dlq()
+    harness.fill(dlq, [(_oversize_body(3), {"x-seq": "3"})])
+    adapter = adapter_for(harness.broker, timeout=10)
+    try:
+        batch = adapter.receive(dlq.as_address(), max_messages=1, wait_seconds=10)
+        with transaction.atomic():
+            assert dead_letters_upsert(dlq=dlq, pass_id=None, messages=batch).removable_rows
+        adapter.release(dlq.as_address(), batch)
+    finally:
+        adapter.close()
+    settings.RECOVERY_PARKING_S3_ENDPOINT_URL = "http://127.0.0.1:1"  # nothing listens: S3 is down
+
+    done = _capture(dlq)
+
+    assert done.state == JobState.SUCCEEDED, done.error
+    letter = DeadLetter.objects.get(dlq=dlq)
+    assert letter.times_seen == 2 and letter.parked_key and letter.removed_at is not None
+    assert wait_until(lambda: _left_on_broker(harness, dlq) == 0, timeout=15)
 
 
 def test_a_broker_that_is_down_fails_the_pass_with_backoff_and_no_crash(harness, settings) -> None:

@@ -37,6 +37,8 @@ class Command(BaseCommand):
             f"{dlq.name}: received {done.received}, captured {done.captured}, already known {done.duplicates}, "
             f"oversize {done.oversize}, removed from the broker {done.removed}, attempts {done.attempts}"
         )
+        if done.remaining:
+            line += f"; {done.outcome} on the broker"
         if done.state == JobState.FAILED:
             raise CommandError(f"{line}; FAILED: {done.error}")
         self.stdout.write(self.style.SUCCESS(line))
