@@ -47,6 +47,7 @@ urlpatterns = [
     path("runs/<int:run_id>/pause/", replay.run_pause, name="run-pause"),
     path("runs/<int:run_id>/resume/", replay.run_resume, name="run-resume"),
     path("runs/<int:run_id>/abort/", replay.run_abort, name="run-abort"),
+    path("runs/<int:run_id>/release/", replay.run_release, name="run-release"),
     path("drills/", drills.drills, name="drills"),
     path("drills/new/", drills.drill_new, name="drill-new"),
     path("drills/<int:drill_id>/", drills.drill_detail, name="drill-detail"),

@@ -26,6 +26,7 @@ from console.views.actions import object_action
 from recovery.audit.selectors import audit_timeline
 from recovery.errors import NotPermitted, RecoveryError
 from recovery.models import (
+    HELD_ROWS,
     LEASED_ROWS,
     AttemptState,
     Broker,
@@ -41,7 +42,7 @@ from recovery.models import (
     TargetSource,
 )
 from recovery.permissions import Capability, capability_required, user_can
-from recovery.replay import freeze, plan_items, readers, services
+from recovery.replay import freeze, ordering, plan_items, readers, services
 from recovery.replay import selectors as replay_selectors
 from recovery.triage import selectors as triage_selectors
 from recovery.triage.filters import LetterFilter
@@ -98,6 +99,7 @@ def _plan_context(request: HttpRequest, plan: ReplayPlan, form: dict[str, Any] |
         "overrides": plan.overrides.select_related("admin").filter(content_hash=plan.content_hash),
         "runs": plan.runs.order_by("-created_at"),
         "runbooks": triage_selectors.selection_runbooks(selection),
+        "ordering": ordering.plan_guarantee(plan),
         "events": audit_timeline(object_type="recovery.replayplan", object_id=str(plan.pk)),
         "brokers": Broker.objects.order_by("name"),
         "configured": _configured(plan),
@@ -270,11 +272,15 @@ run_start = _plan_action(lambda r, p: services.run_start(actor=r.user, plan=p), 
 def _run_context(request: HttpRequest, run: ReplayRun) -> dict[str, Any]:
     from recovery.replay.stop_conditions import evaluate_stop_conditions
 
-    leased = Case(When(LEASED_ROWS, then=Value(AttemptState.LEASED)), default=F("state"))  # stored as pending
+    leased = Case(  # both stored as pending
+        When(HELD_ROWS, then=Value(AttemptState.HELD)),
+        When(LEASED_ROWS, then=Value(AttemptState.LEASED)),
+        default=F("state"),
+    )
     counts = dict(
         LedgerEntry.objects.filter(run=run).annotate(shown=leased).values_list("shown").annotate(n=Count("id"))
     )
-    done = counts.get("published", 0) + counts.get("failed", 0) + counts.get("verified", 0)
+    done = sum(counts.get(state, 0) for state in ("published", "failed", "verified", "skipped"))
     since = timezone.now() - timedelta(seconds=60)
     per_second = dict(
         LedgerEntry.objects.filter(run=run, published_at__gte=since)
@@ -306,6 +312,7 @@ def _run_context(request: HttpRequest, run: ReplayRun) -> dict[str, Any]:
         "planned_y": 100 - 100 * run.plan.rate_per_second / max(max(achieved), run.plan.rate_per_second, 1),
         "gauges": evaluate_stop_conditions(run) if run.state == RunState.RUNNING else [],
         "events": run.events.order_by("-at", "-id")[:50],
+        "blocked": ordering.blocked_groups(run) if active else [],
         "active": active,
         "can_run": user_can(request.user, Capability.RUN),
     }
@@ -370,6 +377,25 @@ def _run_action(call: Callable[..., ReplayRun], success: str) -> Callable[..., H
 run_pause = _run_action(services.run_pause, "Run paused.")
 run_resume = _run_action(services.run_resume, "Run resumed.")
 run_abort = _run_action(services.run_abort, "Run aborted.")
+
+
+@require_POST
+@capability_required(Capability.VIEW)  # the service checks the run capability
+def run_release(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Release a blocked ordered group (or every one, without ``group``): audited, with a reason."""
+    run = get_object_or_404(ReplayRun, pk=run_id)
+    try:
+        released = services.run_release_blocked(
+            actor=request.user, run=run, group=request.POST.get("group", ""), reason=request.POST.get("reason", "")
+        )
+    except NotPermitted as exc:
+        raise PermissionDenied(str(exc)) from None
+    except RecoveryError as exc:
+        messages.error(request, str(exc))
+    else:
+        then = " Resume the run to send them." if run.state == RunState.PAUSED else ""
+        messages.success(request, f"{released} group(s) released.{then}")
+    return redirect("run-detail", run_id=run.pk)
 
 
 @capability_required(Capability.VIEW)

@@ -42,7 +42,9 @@ from recovery.models.letters import (
     DeadLetterState,
 )
 from recovery.models.plans import (
+    HELD_ROWS,
     LEASED_ROWS,
+    ORDER_HELD,
     RUN_ACTIVE,
     ApprovalDecision,
     AttemptState,
@@ -65,7 +67,9 @@ __all__ = [
     "BackgroundJob",
     "JobState",
     "LostJobPolicy",
+    "HELD_ROWS",
     "LEASED_ROWS",
+    "ORDER_HELD",
     "ApprovalDecision",
     "AttemptState",
     "AuditAction",

@@ -50,6 +50,8 @@ class AuditAction(models.TextChoices):
     RUN_ABORTED = "run.aborted", "Replay run aborted"
     RUN_STOPPED = "run.stopped", "Replay run stopped by a stop condition"
     RUN_FINISHED = "run.finished", "Replay run finished"
+    RUN_ORDER_BLOCKED = "run.order_blocked", "Replay run paused: ordered groups blocked"
+    RUN_ORDER_RELEASED = "run.order_released", "Ordered groups released"
     DRILL_CREATED = "drill.created", "Drill defined"
     DRILL_UPDATED = "drill.updated", "Drill changed"
     DRILL_APPROVED = "drill.approved", "Drill approved"

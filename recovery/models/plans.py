@@ -92,13 +92,25 @@ class PlanItem(models.Model):
         help_text="where the target came from: plan override, broker or framework record, message headers, DLQ default",
     )  # fmt: skip
     replay_id = models.CharField(max_length=64)
+    # Order (invariant 13, recovery.replay.ordering): letters of one SQS FIFO message group, or of
+    # one Kafka key within a source partition, share a group; the position is the letter's rank
+    # in its group (1, 2, ...) by its place in the DLQ, over the plan's included and excluded items.
+    ordering_group = models.CharField(max_length=64, blank=True, default="", db_default="")
+    ordering_position = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["plan", "letter"], name="plan_item_once"),
             models.UniqueConstraint(fields=["replay_id"], name="plan_item_replay_id_unique"),
         ]
-        indexes = [models.Index(fields=["plan", "state", "id"], name="plan_item_state_idx")]
+        indexes = [
+            models.Index(fields=["plan", "state", "id"], name="plan_item_state_idx"),
+            models.Index(
+                fields=["plan", "ordering_group", "ordering_position"],
+                name="plan_item_ordering_idx",
+                condition=~models.Q(ordering_group=""),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.plan_id}/{self.letter_id} {self.state}"
@@ -196,10 +208,17 @@ class AttemptState(models.TextChoices):
     VERIFIED = "verified", "Verified"
     REDEADLETTERED = "redeadlettered", "Came back to the DLQ"
     FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Not sent: its letter was discarded after the plan was frozen"
+    # Shown, not stored: a pending row of an ordered group waiting for the letter before it
+    # (recovery.replay.ordering): it carries the ORDER_HELD lease, which never expires.
+    HELD = "held", "Held behind the letter before it in its group"
 
 
+# A pending row held by its ordered group (recovery.replay.ordering) rather than by a worker.
+ORDER_HELD = "order:held"
+HELD_ROWS = models.Q(state=AttemptState.PENDING, lease_owner=ORDER_HELD)
 # The ledger rows a worker holds (or held, if its lease expired and nobody claimed them again).
-LEASED_ROWS = models.Q(state=AttemptState.PENDING, lease_expires_at__isnull=False)
+LEASED_ROWS = models.Q(state=AttemptState.PENDING, lease_expires_at__isnull=False) & ~models.Q(lease_owner=ORDER_HELD)
 
 
 class LedgerEntry(models.Model):

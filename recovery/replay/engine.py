@@ -49,6 +49,7 @@ from recovery.models import (
     AttemptState,
     AuditAction,
     Broker,
+    DeadLetterState,
     LedgerEntry,
     PlanState,
     ReplayPlan,
@@ -57,7 +58,7 @@ from recovery.models import (
     RunState,
 )
 from recovery.observability import replay as telemetry
-from recovery.replay import messages
+from recovery.replay import messages, ordering
 from recovery.replay.ledger import BATCH_UPDATE_PLAN, CLAIM_PLAN, HELD_BY_OWNER, LedgerThread, Outcome
 from recovery.replay.limiter import LimiterUnavailable, RateLimiter, limiter_client
 from recovery.replay.selectors import failing_preconditions
@@ -133,7 +134,7 @@ _CLAIM_SQL = (
     "attempts = l.attempts + 1 WHERE l.id = ANY(ARRAY(SELECT id FROM picked)) "
     "RETURNING l.id, l.letter_id, l.item_id, l.fencing_token) "
     "SELECT c.id, c.letter_id, c.item_id, c.fencing_token, i.target, i.replay_id, d.body, d.headers, d.properties, "
-    "d.content_type, d.source_message_id, d.identity FROM claimed c "
+    "d.content_type, d.source_message_id, d.identity, d.state FROM claimed c "
     "JOIN recovery_planitem i ON i.id = c.item_id JOIN recovery_deadletter d ON d.id = c.letter_id ORDER BY c.id"
 )
 
@@ -168,13 +169,16 @@ class Worker:
         self.brokers = {}
         self.prepared: set[tuple[int, str, str]] = set()  # (broker, target name, vhost) connected to
         self.consecutive_failures = 0
+        self.ordered = False  # set by run(): the plan has ordered groups (invariant 13)
 
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> str:
         limiter = RateLimiter(self.redis, self.run_id)
         deadline = time.monotonic() + WORKER_SECONDS
-        self.ledger = LedgerThread(self.run_id, self.owner)
+        # Invariant 13: a run with ordered groups lets a group's next row go when it records one published.
+        self.ordered = ordering.is_ordered(ReplayRun.objects.values_list("plan_id", flat=True).get(pk=self.run_id))
+        self.ledger = LedgerThread(self.run_id, self.owner, ordered=self.ordered)
         self.ahead: Future[list[Claimed]] | None = None
         try:
             while True:
@@ -200,6 +204,8 @@ class Worker:
                     self.ledger.flush()  # the last batch's rows count only once recorded
                     if self._finished_publishing(run):
                         continue  # the loop's next read sees VERIFYING
+                    if self.ordered and ordering.pause_if_blocked(run):
+                        continue  # the loop's next read sees the pause
                     self._sleep_checking(SLICE)  # others hold leases; expired ones come back
                     continue
                 self._prepare_targets(batch)
@@ -339,6 +345,10 @@ class Worker:
                     return []
             cursor.execute(_CLAIM_SQL, [run.pk, limit, self.owner, settings.RECOVERY_REPLAY_LEASE_SECONDS])
             rows = cursor.fetchall()
+            discarded = [(row[0], row[3]) for row in rows if row[12] == DeadLetterState.DISCARDED]
+            if discarded:  # never sent; in an ordered group, the rest of it waits behind (invariant 13)
+                ordering.skip_discarded(cursor, self.owner, discarded)
+                rows = [row for row in rows if row[12] != DeadLetterState.DISCARDED]
         # A batch's rows mostly share a target and often their headers or properties: each distinct
         # text is parsed once. The parsed dicts are shared, so they are read-only (messages.outgoing
         # copies what it sends).
@@ -354,7 +364,7 @@ class Worker:
                     messages.LetterContent(bytes(body or b""), load(headers), load(properties), content_type,
                                            source_message_id, identity))
             for (ledger_id, letter_id, item_id, token, target, replay_id, body, headers, properties, content_type,
-                 source_message_id, identity) in rows
+                 source_message_id, identity, _letter_state) in rows
         ]  # fmt: skip
 
     def _release(self, batch: list[Claimed]) -> None:
@@ -383,9 +393,14 @@ class Worker:
         ahead, self.ahead = self.ahead, None
         if ahead is not None:
             batch = ahead.result()
-            if len(batch) <= limit:
+            if not batch and self.ordered:
+                # Claimed ahead before the last batch was recorded, an ordered run's next letters
+                # were still held behind it: once it is recorded they may go (invariant 13).
+                self.ledger.flush()
+            elif len(batch) <= limit:
                 return batch
-            self._release(batch)
+            else:
+                self._release(batch)
         return self._claim(run, limit)
 
     def _release_ahead(self) -> None:

@@ -29,7 +29,7 @@ from recovery.models import (
     ReplayPlan,
     TargetSource,
 )
-from recovery.replay import targets
+from recovery.replay import ordering, targets
 from recovery.triage.filters import LetterFilter
 
 ACTIVE_PLAN_STATES = (PlanState.SUBMITTED, PlanState.APPROVED, PlanState.RUNNING)
@@ -96,9 +96,13 @@ LEFT JOIN LATERAL (
 GROUP BY 1, 2, 3, 4, 5, 6
 """
 
+# Items are written in the DLQ's order, each with its ordering group and rank (invariant 13,
+# recovery.replay.ordering), so that the ledger, claimed in id order, follows that order too.
 _INSERT = """
-INSERT INTO recovery_planitem (plan_id, letter_id, state, exclusion, target, target_source, replay_id)
-SELECT %s, l.id, d.item_state, d.exclusion, d.target, d.target_source, 'r' || md5(%s || ':' || l.id)
+INSERT INTO recovery_planitem (plan_id, letter_id, state, exclusion, target, target_source, replay_id, ordering_group,
+                               ordering_position)
+SELECT %s, l.id, d.item_state, d.exclusion, d.target, d.target_source, 'r' || md5(%s || ':' || l.id), o.grp,
+       {position}
 FROM ({selection}) AS l
 LEFT JOIN LATERAL (
     SELECT i.plan_id FROM recovery_planitem i JOIN recovery_replayplan p ON p.id = i.plan_id
@@ -109,17 +113,19 @@ JOIN unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bi
                                           exclusion, target, target_source)
   ON d.dlq_id = l.dlq_id AND d.route = l.route AND d.letter_state = l.state AND d.disposition = l.disposition
  AND d.category = l.category AND d.other_plan IS NOT DISTINCT FROM a.plan_id
+{ordering_join}
+{order}
 """
 
 
-def _selection_sql(plan: ReplayPlan) -> tuple[str, list[Any]]:
+def selection_sql(plan: ReplayPlan) -> tuple[str, list[Any]]:
     letters = LetterFilter.from_json(plan.selection).apply().order_by().annotate(route=targets.route_expression())
     sql, params = letters.values("id", "dlq_id", "route", "state", "disposition", "category").query.sql_with_params()
     return sql, list(params)
 
 
 def _groups(plan: ReplayPlan) -> list[tuple[tuple, Decision, int]]:
-    sql, params = _selection_sql(plan)
+    sql, params = selection_sql(plan)
     with connection.cursor() as cursor:
         cursor.execute(_GROUPS.format(selection=sql), [*params, list(ACTIVE_PLAN_STATES), plan.pk or 0])
         rows = cursor.fetchall()
@@ -176,10 +182,15 @@ def freeze(plan: ReplayPlan) -> DryRun:
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    sql, params = _selection_sql(plan)
+    sql, params = selection_sql(plan)
     with connection.cursor() as cursor:
         cursor.execute(
-            _INSERT.format(selection=sql),
+            _INSERT.format(
+                selection=sql,
+                position=ordering.POSITION,
+                ordering_join=ordering.ORDERING_JOIN,
+                order=ordering.FREEZE_ORDER,
+            ),
             [plan.pk, str(plan.pk), *params, list(ACTIVE_PLAN_STATES), plan.pk, *columns],
         )
     return _summarise(groups)

@@ -35,6 +35,7 @@ from django.db.models import F
 
 from recovery.faults import fault_point
 from recovery.models import ReplayRun
+from recovery.replay import ordering
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,16 @@ class Outcome:
     broker_message_id: str
 
 
-def record_outcomes(run_id: int, owner: str, outcomes: list[Outcome], sent_at: datetime) -> tuple[int, int]:
+def record_outcomes(
+    run_id: int, owner: str, outcomes: list[Outcome], sent_at: datetime, ordered: bool = False
+) -> tuple[int, int]:
     """Write a batch's outcomes while ``owner`` still holds each row's token (invariant 4):
     confirmed rows become published, stamped with when the batch went to the broker (``sent_at``:
     the moment the target took the load, which is what the rate plan and the FIFO deduplication
     window are about; the broker's confirmation is what the state says); an unconfirmed row goes
     back to pending, or is failed after MAX_ATTEMPTS. Returns (published, failed) as the row counts
-    say; the run's counters move by as much in the same transaction."""
+    say; the run's counters move by as much in the same transaction. In an ``ordered`` run the next
+    row of each published row's group is let go in the same transaction (invariant 13)."""
     confirmed = [o for o in outcomes if o.confirmed]
     refused = [o for o in outcomes if not o.confirmed]
     published = failed = 0
@@ -105,6 +109,10 @@ def record_outcomes(run_id: int, owner: str, outcomes: list[Outcome], sent_at: d
                  owner],
             )  # fmt: skip
             published = cursor.rowcount
+            if ordered and published:
+                cursor.execute(CLAIM_PLAN)
+                ordering.unlock_successors(cursor, run_id, ids)
+                cursor.execute(BATCH_UPDATE_PLAN)
         if refused:
             ids = [o.ledger_id for o in refused]
             cursor.execute(
@@ -129,9 +137,10 @@ class LedgerThread:
     the worker publishes batch N + 1 (see the module docstring). Work runs in submission order;
     at most one recording is outstanding."""
 
-    def __init__(self, run_id: int, owner: str) -> None:
+    def __init__(self, run_id: int, owner: str, *, ordered: bool = False) -> None:
         self.run_id = run_id
         self.owner = owner
+        self.ordered = ordered
         self._executor: ThreadPoolExecutor | None = None
         if not connection.in_atomic_block:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"replay-ledger-{run_id}")
@@ -151,7 +160,7 @@ class LedgerThread:
     def record(self, outcomes: list[Outcome], sent_at: datetime) -> None:
         """Hand over a published batch's outcomes, after the previous batch is recorded."""
         self.flush()
-        self._recording = self.submit(record_outcomes, self.run_id, self.owner, outcomes, sent_at)
+        self._recording = self.submit(record_outcomes, self.run_id, self.owner, outcomes, sent_at, self.ordered)
 
     def flush(self) -> None:
         """Wait until the handed-over batch is recorded; raise what recording raised."""

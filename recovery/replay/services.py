@@ -36,7 +36,7 @@ from recovery.models import (
 )
 from recovery.observability.replay import replay_run_started
 from recovery.permissions import Capability, ensure_can
-from recovery.replay import freeze
+from recovery.replay import freeze, ordering
 from recovery.replay.engine import enqueue_workers
 from recovery.replay.limits import validate_rate_plan
 from recovery.replay.selectors import failing_preconditions, hashable, plan_content_hash, valid_approvals
@@ -302,6 +302,7 @@ def run_start(*, actor: Any, plan: ReplayPlan) -> ReplayRun:
                 [run.pk, plan.pk, PlanItemState.INCLUDED],
             )
             run.total = cursor.rowcount
+        ordering.hold_successors(run)  # invariant 13: a group's letters wait for the one before them
         run.save(update_fields=["total"])
         plan.state = PlanState.RUNNING
         plan.save(update_fields=["state", "updated_at"])
@@ -360,3 +361,38 @@ def run_abort(*, actor: Any, run: ReplayRun, reason: str = "") -> ReplayRun:
     """Stop for good: pending letters are never published by this run (a new run may)."""
     return _control(actor, run, allowed=RUN_ACTIVE, state=RunState.ABORTED,
                     control="abort", action=AuditAction.RUN_ABORTED, verb="aborted", reason=reason)  # fmt: skip
+
+
+# -- ordered groups (invariant 13, recovery.replay.ordering) -------------------------------------
+
+
+def run_release_blocked(*, actor: Any, run: ReplayRun, group: str = "", reason: str) -> int:
+    """Let an ordered group go on without the letter that holds it (failed, discarded after the
+    freeze, or excluded): its waiting letters are sent in their order, the blocker is not. An
+    explicit, written choice: the group's consumer sees a gap where the blocker was. ``group``
+    names one group; empty releases every blocked group of the run. Returns the groups released."""
+    ensure_can(actor, Capability.RUN)
+    if len(reason.strip()) < MIN_REASON:
+        raise InvalidInput(f"say why the group may go on without its letter (at least {MIN_REASON} characters)")
+    with transaction.atomic():
+        run = ReplayRun.objects.select_for_update().get(pk=run.pk)
+        if run.state not in (RunState.RUNNING, RunState.PAUSED):
+            raise InvalidInput(f"run {run.pk} is {run.get_state_display().lower()}: nothing of it can be released")
+        blocked = ordering.blocked_groups(run, group=group or None)
+        if not blocked:
+            raise InvalidInput("no ordered group of this run is blocked" + (" under that name" if group else ""))
+        released = ordering.release(run, blocked)
+        waiting = sum(g.waiting for g in blocked)
+        blockers = ", ".join(f"letter {g.blocker_letter_id}" for g in blocked[:10]) + (
+            " and more" if blocked[10:] else ""
+        )
+        summary = (
+            f"run {run.pk}: {len(blocked)} ordered group(s) released, {waiting} letter(s) go on without {blockers}"
+        )
+        message = f"{summary} ({_name(actor)}: {reason.strip()})"
+        RunEvent.objects.create(run=run, kind="order-released", message=message[:1000],
+                                data={"groups": [g.group for g in blocked]})  # fmt: skip
+        audit_record(actor=actor, action=AuditAction.RUN_ORDER_RELEASED, obj=run, summary=summary[:500],
+                     after={"released": [g.as_dict() for g in blocked[:100]], "rows": released},
+                     reason=reason.strip())  # fmt: skip
+    return len(blocked)
