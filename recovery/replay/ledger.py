@@ -34,6 +34,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from recovery.faults import fault_point
+from recovery.letters import lifecycle
 from recovery.models import ReplayRun
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ def record_outcomes(run_id: int, owner: str, outcomes: list[Outcome], sent_at: d
                  owner],
             )  # fmt: skip
             published = cursor.rowcount
+            if published:  # issue 15: their letters are replayed (one audit event per batch)
+                lifecycle.letters_replayed(run_id=run_id, ledger_ids=ids)
         if refused:
             ids = [o.ledger_id for o in refused]
             cursor.execute(
