@@ -54,7 +54,7 @@ class LetterFilter:
     q: str = ""
     ids: tuple[int, ...] = field(default=())
     max_id: int | None = None  # set when a selection is frozen: later letters never join it
-    work: str = ""  # a WORK key; empty: every state (the letters list itself defaults to "open")
+    work: str = ""  # a WORK key; empty: every state (the letters list defaults to "open"); ``state`` overrides it
 
     # -- parsing ---------------------------------------------------------------------------------
 
@@ -148,7 +148,7 @@ class LetterFilter:
             parts.append(f"expiring within {self.expiring_within_hours} h")
         if self.q:
             parts.append(f"text {self.q!r}")
-        if self.work and self.work != "all":
+        if self.work and self.work != "all" and not self.state:
             parts.append(WORK[self.work][0].lower())
         return "; ".join(parts) or "all letters"
 
@@ -167,7 +167,7 @@ class LetterFilter:
             q &= Q(disposition__in=self.disposition)
         if self.state:
             q &= Q(state__in=self.state)
-        if self.work and WORK[self.work][1]:
+        if self.work and WORK[self.work][1] and not self.state:  # states picked one by one win
             q &= Q(state__in=[state.value for state in WORK[self.work][1]])
         if self.fingerprint:
             q &= Q(fingerprint=self.fingerprint)

@@ -130,6 +130,7 @@ def _apply_chunk(action: TriageAction, ids: list[int]) -> int:
             state=DeadLetterState.DISCARDED,
             disposition=Disposition.DISCARD,
             discarded_at=now,
+            state_changed_at=now,
             discard_reason=action.reason,
             classified_by=ClassificationSource.MANUAL,
             classified_at=now,

@@ -326,3 +326,19 @@ def test_lists_groups_the_overview_and_the_dlq_page_show_open_work_by_default(cl
     overview = viewer.get(reverse("overview")).content.decode()
     row = overview.split(f'data-dlq="{dlq.name}"', 1)[1].split("</tr>", 1)[0]
     assert 'data-open="1"' in row and 'data-count="5"' in row
+
+
+def test_the_idempotency_key_is_the_one_the_message_carries_else_derived_from_the_letters_identity() -> None:
+    from recovery.letters.identity import idempotency_key
+    from recovery.replay.messages import LetterContent
+
+    def letter(headers: dict, identity: str = "orders.DLT/0/42") -> LetterContent:
+        return LetterContent(b"{}", headers, {}, "application/json", "", identity)
+
+    derived = idempotency_key(letter({}))
+    assert derived.startswith("dl-") and derived == idempotency_key(letter({"x-seq": "1"}))
+    assert derived != idempotency_key(letter({}, identity="orders.DLT/0/43"))
+    assert idempotency_key(letter({"x-idempotency-key": "order-17"})) == "order-17"
+    assert idempotency_key(letter({"x-idempotency-key": {"DataType": "String", "StringValue": "order-18"}})) == (
+        "order-18"
+    )
