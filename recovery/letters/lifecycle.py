@@ -4,7 +4,7 @@
     captured / held -> planned ("in a plan")          plan submitted (recovery.replay.services)
     planned -> replaying                              run started
     planned / replaying -> replayed                   its publish confirmed (recovery.replay.ledger)
-    replayed -> resolved                              its ledger row verified (run verification)
+    replayed -> resolved                              its replay verified (the run, or its ledger row)
     replaying / replayed / resolved -> returned       it came back to a DLQ (recovery.classification)
     planned / replaying -> the state before the plan  the plan or run ended without sending it
 
@@ -123,22 +123,17 @@ def letters_replayed(*, run_id: int, ledger_ids: Sequence[int]) -> int:
     return letters
 
 
-def ledger_rows_verified(run_id: int) -> int:
-    """The run's verification passed: its published ledger rows are verified.
+def letters_resolved(run_id: int, *, run_verified: bool = False) -> int:
+    """Letters whose replay was verified are resolved (invariant 12): those whose ledger row in
+    this run is verified, and with ``run_verified`` (the run ended verified) every letter it
+    published. One audit event.
 
-    Integration point: issue 15 part 3 decides, with evidence, which rows become verified and
-    when; whatever marks them must then call ``letters_resolved``."""
-    return _execute(
-        "UPDATE recovery_ledgerentry SET state = 'verified' WHERE run_id = %s AND state = 'published'", [run_id]
-    )
-
-
-def letters_resolved(run_id: int) -> int:
-    """Letters whose ledger row in this run is verified are resolved (invariant 12: only a
-    verified replay resolves a letter). One audit event."""
+    Integration point (issue 15 part 3): whatever marks ledger rows verified, with evidence and
+    possibly after the run ended, calls this in the same transaction."""
+    rows = "state IN ('published', 'verified')" if run_verified else "state = 'verified'"
     letters = _execute(
-        "UPDATE recovery_deadletter SET state = %s, state_changed_at = %s WHERE id = ANY(ARRAY("
-        "SELECT letter_id FROM recovery_ledgerentry WHERE run_id = %s AND state = 'verified')) AND state = %s",
+        "UPDATE recovery_deadletter SET state = %s, state_changed_at = %s WHERE id = ANY(ARRAY("  # noqa: S608 - constant
+        f"SELECT letter_id FROM recovery_ledgerentry WHERE run_id = %s AND {rows})) AND state = %s",
         [S.RESOLVED, timezone.now(), run_id, S.REPLAYED],
     )
     if letters:
@@ -151,12 +146,11 @@ def letters_resolved(run_id: int) -> int:
 
 
 def run_letters_settled(*, run_id: int, plan_id: int, verified: bool) -> None:
-    """A run ended (finished, aborted, stopped for good). Verified: its published rows are
-    verified and their letters resolved. Letters it never sent go back to where they were
-    before the plan, with one audit event."""
+    """A run ended (finished, aborted, stopped for good). Verified: the letters it published are
+    resolved. Letters it never sent go back to where they were before the plan, with one audit
+    event."""
     if verified:
-        ledger_rows_verified(run_id)
-        letters_resolved(run_id)
+        letters_resolved(run_id, run_verified=True)
     released = letters_unplanned(plan_id)
     if released:
         audit_record(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recovery.models import AttemptState, DeadLetter, LedgerEntry, PlanItem, PlanItemState
+from recovery.models import AttemptState, DeadLetter, LedgerEntry, PlanItem, PlanItemState, RunState
 
 LIMIT = 50  # plan items, ledger rows and returns each
 
@@ -35,7 +35,8 @@ def lifecycle_entries(letter: DeadLetter, entry: Any) -> list[Any]:
                                  source="lifecycle"))  # fmt: skip
         if row.published_at:
             entries.append(entry(row.published_at, "Replayed", _published(row), source="lifecycle"))
-        if row.state == AttemptState.VERIFIED and run.finished_at:
+        verified = row.state == AttemptState.VERIFIED or (row.published_at and run.state == RunState.VERIFIED)
+        if verified and row.state != AttemptState.REDEADLETTERED and run.finished_at:
             entries.append(entry(run.finished_at, "Resolved", f"run {run.pk}'s verification passed",
                                  source="lifecycle"))  # fmt: skip
         if row.state == AttemptState.FAILED:
