@@ -150,7 +150,11 @@ def groups_page(
     groups_qs = FingerprintGroup.objects.select_related("runbook").order_by(*ordering)
     if work == "open":
         open_letters = DeadLetter.objects.filter(fingerprint=OuterRef("fingerprint"), state__in=OPEN_STATES)
-        groups_qs = groups_qs.filter(Exists(open_letters))
+        # reopened: a replayed letter of the group came back and the letter it came back as is open
+        open_returns = DeadLetter.objects.filter(
+            fingerprint=OuterRef("fingerprint"), state=DeadLetterState.RETURNED, returns__state__in=OPEN_STATES
+        )
+        groups_qs = groups_qs.filter(Exists(open_letters) | Exists(open_returns))
     groups = list(groups_qs[offset : offset + limit])
     _attach_trends(groups)
     _attach_latest_category(groups)
@@ -171,17 +175,29 @@ TREND_DAYS = 14
 
 
 def _attach_open_counts(groups: list[FingerprintGroup]) -> None:
-    """Each group's open letters (``open_count``), counted on the open-letters partial index."""
+    """Each group's open work (``open_count``): its open letters, counted on the open-letters
+    partial index, and the open letters its replayed letters came back as (a reopened group)."""
     if not groups:
         return
+    fingerprints = [g.fingerprint for g in groups]
     counts = dict(
-        DeadLetter.objects.filter(fingerprint__in=[g.fingerprint for g in groups], state__in=OPEN_STATES)
+        DeadLetter.objects.filter(fingerprint__in=fingerprints, state__in=OPEN_STATES)
         .order_by()
         .values_list("fingerprint")
         .annotate(n=Count("id"))
     )
+    returns = dict(
+        DeadLetter.objects.filter(
+            returned_from__fingerprint__in=fingerprints, returned_from__state=DeadLetterState.RETURNED,
+            state__in=OPEN_STATES,
+        )
+        .exclude(fingerprint=F("returned_from__fingerprint"))  # counted above already
+        .order_by()
+        .values_list("returned_from__fingerprint")
+        .annotate(n=Count("id"))
+    )  # fmt: skip
     for group in groups:
-        group.open_count = counts.get(group.fingerprint, 0)
+        group.open_count = counts.get(group.fingerprint, 0) + returns.get(group.fingerprint, 0)
 
 
 def _attach_trends(groups: list[FingerprintGroup]) -> None:

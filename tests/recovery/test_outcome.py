@@ -253,7 +253,7 @@ def test_a_second_plan_leaves_replayed_letters_out_and_replay_again_resends_them
     with pytest.raises(InvalidInput, match="say why"):
         services.plan_update(actor=author, plan=second, changes={"replay_again": True})
 
-    reason = "the consumer's fix for ORD-17 is deployed now"
+    reason = "the consumer fix for ORD-17 is deployed now"
     second = services.plan_update(actor=author, plan=second,
                                   changes={"replay_again": True, "replay_again_reason": reason})  # fmt: skip
     assert freeze.dry_run(second).included == 4
