@@ -15,6 +15,7 @@ from recovery.errors import RecoveryError
 from recovery.inspection.display import body_display
 from recovery.inspection.selectors import letter_for_detail, letter_group_and_runbooks, letter_timeline
 from recovery.inspection.services import letter_body_download
+from recovery.letters.identity import idempotency_key
 from recovery.masking import mask_letter, masker_for
 from recovery.models import DeadLetter, DeadLetterQueue
 from recovery.permissions import Capability, capability_required, user_can
@@ -22,14 +23,17 @@ from recovery.permissions import Capability, capability_required, user_can
 
 @capability_required(Capability.VIEW)
 def dlq_detail(request: HttpRequest, dlq_id: int) -> HttpResponse:
+    """A DLQ: its capture passes and newest letters, open ones unless ``work=all`` (issue 15)."""
     dlq = get_object_or_404(DeadLetterQueue.objects.select_related("broker"), pk=dlq_id)
+    work = "all" if request.GET.get("work") == "all" else "open"
     return render(
         request,
         "console/dlq.html",
         {
             "dlq": dlq,
             "passes": recent_passes(dlq=dlq),
-            "letters": recent_letters(dlq=dlq),
+            "letters": recent_letters(dlq=dlq, open_only=work == "open"),
+            "work": work,
             "can_capture": user_can(request.user, Capability.CAPTURE),
             "events": audit_timeline(object_type="recovery.deadletterqueue", object_id=str(dlq.pk)),
         },
@@ -68,11 +72,15 @@ def letter_detail(request: HttpRequest, letter_id: int) -> HttpResponse:
     letter = get_object_or_404(letter_for_detail(), pk=letter_id)
     masker = masker_for(letter.dlq, request.user)
     group, runbooks = letter_group_and_runbooks(letter)
+    shown = mask_letter(letter, masker)
     return render(
         request,
         "console/letter.html",
         {
-            "letter": mask_letter(letter, masker),
+            "letter": shown,
+            # from the masked copy: a key carried in a masked header stays masked (invariant 11)
+            "idempotency_key": idempotency_key(shown),
+            "returns": letter.returns.order_by("id").only("id", "captured_at")[:20],
             "body": body_display(letter, masker),
             "masked": masker.active,
             "group": group,

@@ -12,20 +12,25 @@ from recovery.triage import selectors
 
 @capability_required(Capability.VIEW)
 def overview(request: HttpRequest) -> HttpResponse:
-    """Per DLQ: broker-side depth (lazy), captured letters by category and state, the oldest,
-    arrivals over 48 hours and what expires within 24 hours; drills whose latest run failed; plans
-    waiting for this user's approval (approvers) and approved plans ready to start (operators)."""
+    """Per DLQ: broker-side depth (lazy), open letters (all with ``work=all``) by category and
+    state, the oldest, arrivals over 48 hours and what expires within 24 hours; drills whose latest
+    run failed; plans waiting for this user's approval (approvers) and approved plans ready to
+    start (operators)."""
+    work = request.GET.get("work", "open")  # issue 15: open work unless asked for all
+    if work not in selectors.GROUP_WORK:
+        work = "open"
     hours = selectors.arrivals(hours=48)
     return render(
         request,
         "console/overview.html",
         {
             "brokers": broker_list(),
-            "summaries": selectors.dlq_summaries(),
+            "summaries": selectors.dlq_summaries(work=work),
+            "work": work,
             "arrivals": hours,
             "arrivals_chart": selectors.chart_points([n for _, n in hours], width=720, height=120),
             "arrivals_total": sum(n for _, n in hours),
-            "expiring": selectors.expiring_letters(),
+            "expiring": selectors.expiring_letters(work=work),
             "can_capture": user_can(request.user, Capability.CAPTURE),
             "failing_drills": drills_failing(),
             "awaiting_approval": plans_awaiting_approval(request.user),

@@ -60,6 +60,7 @@ def _plan_context(request: HttpRequest, plan: ReplayPlan, form: dict[str, Any] |
     valid = replay_selectors.valid_approvals(plan) if plan.content_hash else []
     editable = plan.state in (PlanState.DRAFT, PlanState.SUBMITTED, PlanState.APPROVED, PlanState.REJECTED)
     item_counts = dict(PlanItem.objects.filter(plan=plan).values_list("state").annotate(n=Count("id")))
+    replayed_again = PlanItem.objects.filter(plan=plan, state="included", replay_again=True).count()
     exclusions = (
         PlanItem.objects.filter(plan=plan, state="excluded")
         .values_list("exclusion")
@@ -85,6 +86,7 @@ def _plan_context(request: HttpRequest, plan: ReplayPlan, form: dict[str, Any] |
         "letters_url": f"{reverse('dead-letters')}?{urlencode(selection.as_params(), doseq=True)}",
         "dry_run": _dry_run(plan) if plan.state == PlanState.DRAFT else None,
         "item_counts": item_counts,
+        "replayed_again": replayed_again,
         "exclusions": list(exclusions),
         "item_target_sources": [
             (TargetSource(source).label if source else "not recorded", n)
@@ -155,6 +157,8 @@ def _form_values(plan: ReplayPlan) -> dict[str, Any]:
         target_address=plan.target_address,
         target_routing_key=plan.target_routing_key,
         include_held=plan.include_held,
+        replay_again=plan.replay_again,
+        replay_again_reason=plan.replay_again_reason,
         ramp_steps=", ".join(str(s) for s in plan.ramp_steps or []),
         **{name: json.dumps(getattr(plan, name) or [], indent=1) for name in JSON_FIELDS},
     )
@@ -185,6 +189,8 @@ def _changes_from(post: Any) -> dict[str, Any]:
     changes["target_address"] = post.get("target_address", "").strip()
     changes["target_routing_key"] = post.get("target_routing_key", "").strip()
     changes["include_held"] = post.get("include_held") == "on"
+    changes["replay_again"] = post.get("replay_again") == "on"
+    changes["replay_again_reason"] = post.get("replay_again_reason", "").strip()
     return changes
 
 

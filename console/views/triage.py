@@ -27,15 +27,20 @@ from recovery.models import (
 )
 from recovery.permissions import Capability, capability_required, user_can
 from recovery.triage import selectors
-from recovery.triage.filters import SORTS, LetterFilter
+from recovery.triage.filters import DEFAULT_WORK, SORTS, WORK, LetterFilter
 from recovery.triage.services import group_runbook_set, letters_triage, plan_draft_create, runbook_save
 
 
 def _filter_or_error(request: HttpRequest, params) -> tuple[LetterFilter, str]:
+    """Lists show open work unless the query names another ``work`` (issue 15: an emptied
+    inbox means the work is done)."""
+    if "work" not in params:
+        params = params.copy()
+        params["work"] = DEFAULT_WORK
     try:
         return LetterFilter.from_params(params), ""
     except RecoveryError as exc:
-        return LetterFilter(), str(exc)
+        return LetterFilter(work=DEFAULT_WORK), str(exc)
 
 
 @capability_required(Capability.VIEW)
@@ -62,6 +67,7 @@ def dead_letters(request: HttpRequest) -> HttpResponse:
         "categories": Category.choices,
         "dispositions": Disposition.choices,
         "states": DeadLetterState.choices,
+        "works": [(key, label) for key, (label, _states) in WORK.items()],
         "actions": TriageActionKind.choices,
         "can_classify": user_can(request.user, Capability.CLASSIFY),
         "can_plan": user_can(request.user, Capability.PLAN),
@@ -158,16 +164,18 @@ def plans(request: HttpRequest) -> HttpResponse:
 
 @capability_required(Capability.VIEW)
 def groups(request: HttpRequest) -> HttpResponse:
+    """Failure groups with open letters by default (issue 15); ``work=all`` shows every group."""
     order = request.GET.get("order", "count")
+    work = request.GET.get("work", "open")
     try:
         page = int(request.GET.get("page", "1"))
-        rows = selectors.groups_page(order=order, offset=(max(page, 1) - 1) * 50)
+        rows = selectors.groups_page(order=order, offset=(max(page, 1) - 1) * 50, work=work)
     except (ValueError, RecoveryError) as exc:
         messages.error(request, f"bad page or order: {exc}")
-        order, page, rows = "count", 1, selectors.groups_page()
+        order, page, work, rows = "count", 1, "open", selectors.groups_page()
     for group in rows:
         group.chart = selectors.chart_points(group.trend, width=140, height=28)
-    return render(request, "console/groups.html", {"groups": rows, "order": order, "page": max(page, 1)})
+    return render(request, "console/groups.html", {"groups": rows, "order": order, "page": max(page, 1), "work": work})
 
 
 @capability_required(Capability.VIEW)

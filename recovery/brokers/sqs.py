@@ -7,8 +7,8 @@ Choices an operator or a consumer of replayed messages should know about:
   with the reason) a body that is not valid UTF-8, is empty or holds a character SQS rejects,
   instead of re-encoding it: a replay must deliver the bytes that were captured or nothing.
 - **At most 10 message attributes.** Headers become String attributes (empty values are skipped).
-  When there are more than 10, only ``x-replay-id``, ``x-original-message-id`` and ``traceparent``
-  stay attributes and every other header goes, JSON-encoded as one object, into the attribute
+  When there are more than 10, only ``x-replay-id``, ``x-idempotency-key``, ``x-original-message-id``
+  and ``traceparent`` stay attributes and every other header goes, JSON-encoded as one object, into the attribute
   ``x-original-headers``. Headers whose name or value SQS would reject (for example a space in
   the name, a control character in the value) go there too, so one odd header never fails a
   message. A header value may also be the typed shape ``receive`` hands out
@@ -66,7 +66,7 @@ MAX_WAIT_SECONDS = 20
 DEFAULT_VISIBILITY_TIMEOUT = 120
 DEFAULT_MAX_BATCH_BYTES = 256 * 1024
 MAX_ATTRIBUTES = 10
-REPLAY_HEADERS = ("x-replay-id", "x-original-message-id", "traceparent")
+REPLAY_HEADERS = ("x-replay-id", "x-idempotency-key", "x-original-message-id", "traceparent")
 OVERFLOW_HEADER = "x-original-headers"
 DLQ_NAME_HINTS = ("dlq", "dead-letter", "deadletter", "dead_letter")
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from recovery.models import CapturePass, DeadLetter, DeadLetterQueue
+from recovery.models import OPEN_STATES, CapturePass, DeadLetter, DeadLetterQueue
 
 
-def recent_letters(*, dlq: DeadLetterQueue | None = None, limit: int = 50) -> QuerySet[DeadLetter]:
+def recent_letters(
+    *, dlq: DeadLetterQueue | None = None, limit: int = 50, open_only: bool = False
+) -> QuerySet[DeadLetter]:
+    """The newest letters; ``open_only``: open work only (issue 15; a partial index serves it)."""
     letters = DeadLetter.objects.select_related("dlq", "dlq__broker").defer("body", "stack_trace")
     if dlq is not None:
         letters = letters.filter(dlq=dlq)
+    if open_only:
+        letters = letters.filter(state__in=OPEN_STATES)
     return letters.order_by("-captured_at", "-id")[:limit]
 
 

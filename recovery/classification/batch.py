@@ -20,6 +20,7 @@ from recovery.classification.expiry import expires_at
 from recovery.classification.fingerprint import fingerprint
 from recovery.classification.rules import Matcher, Outcome
 from recovery.classification.subject import search_text
+from recovery.letters import lifecycle
 from recovery.masking import Masker
 from recovery.models import Category, ClassificationSource, Disposition
 
@@ -88,6 +89,7 @@ def classify_chunk(letters: list[store.NewLetter], matcher: Matcher, result: Cla
                          outcome.rule_id, duplicate_of, expiry, searchable, key))  # fmt: skip
             details[facts.id] = (print_, facts, outcome)
         written = store.write_new(rows, now)
+        lifecycle.letters_returned(sorted(written))  # issue 15: replayed letters that came back (x-replay-id)
         groups: dict[str, list[Any]] = {}
         for letter_id in sorted(written):
             print_, facts, outcome = details[letter_id]

@@ -9,6 +9,7 @@ from datetime import datetime
 from django.db.models import QuerySet
 
 from recovery.audit.selectors import audit_timeline
+from recovery.letters.timeline import lifecycle_entries
 from recovery.models import DeadLetter, FingerprintGroup, Runbook, TriageActionItem
 
 TIMELINE_LIMIT = 100  # audit events and triage actions each
@@ -48,13 +49,14 @@ class TimelineEntry:
     detail: str = ""
     actor: str = ""
     reason: str = ""
-    source: str = "letter"  # "letter", "capture", "audit" or "triage"
+    source: str = "letter"  # "letter", "capture", "audit", "triage" or "lifecycle"
 
 
 def letter_timeline(letter: DeadLetter) -> list[TimelineEntry]:
     """Everything that happened to the letter, oldest first: its failures, its capture (and the
     capture pass), classification, triage actions, audit events, removal from the broker and
-    discard. Two queries (audit events, triage actions) on top of ``letter_for_detail``."""
+    discard, and its lifecycle (recovery.letters.timeline: plans, runs, returns). Six queries on top
+    of ``letter_for_detail``."""
     entries = _letter_entries(letter)
     for event in audit_timeline(object_type="recovery.deadletter", object_id=str(letter.pk), limit=TIMELINE_LIMIT):
         entries.append(
@@ -85,6 +87,7 @@ def letter_timeline(letter: DeadLetter) -> list[TimelineEntry]:
                 "triage",
             )  # fmt: skip
         )
+    entries += lifecycle_entries(letter, TimelineEntry)  # issue 15: plans, runs, returns
     return sorted(entries, key=lambda entry: entry.at)
 
 

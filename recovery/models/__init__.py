@@ -34,6 +34,9 @@ from recovery.models.drills import (
 from recovery.models.health import WorkerHeartbeat
 from recovery.models.jobs import JOB_ACTIVE, JOB_DONE, BackgroundJob, JobState, LostJobPolicy
 from recovery.models.letters import (
+    ALREADY_REPLAYED_STATES,
+    IN_PROGRESS_STATES,
+    OPEN_STATES,
     CaptureMode,
     CapturePass,
     CaptureTrigger,
@@ -62,6 +65,9 @@ from recovery.models.plans import (
 )
 
 __all__ = [
+    "ALREADY_REPLAYED_STATES",
+    "IN_PROGRESS_STATES",
+    "OPEN_STATES",
     "JOB_ACTIVE",
     "JOB_DONE",
     "BackgroundJob",

@@ -91,6 +91,9 @@ class FingerprintGroup(models.Model):
         "recovery.DeadLetter", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     runbook = models.ForeignKey(Runbook, null=True, blank=True, on_delete=models.SET_NULL, related_name="groups")
+    reopened_at = models.DateTimeField(
+        null=True, blank=True, help_text="when a replayed letter of the group last came back to a DLQ"
+    )
 
     class Meta:
         ordering = ["-last_seen"]

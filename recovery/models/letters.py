@@ -86,9 +86,29 @@ class DeadLetterQueue(models.Model):
 
 
 class DeadLetterState(models.TextChoices):
-    CAPTURED = "captured", "Captured"
+    """The letter lifecycle (issue 15, docs/replay.md "Letter lifecycle"): captured (open) ->
+    held / discarded (triage) -> in a plan -> replaying -> replayed -> resolved or returned.
+    Every move is made by recovery.letters.lifecycle, called from the service that causes it."""
+
+    CAPTURED = "captured", "Captured (open)"
     OVERSIZE = "oversize", "Oversize: metadata only, message left on the broker"
+    HELD = "held", "Held by triage"
     DISCARDED = "discarded", "Discarded by an operator (kept, never replayed)"
+    PLANNED = "planned", "In a plan"
+    REPLAYING = "replaying", "Replaying"
+    REPLAYED = "replayed", "Replayed (published, broker confirmed)"
+    RESOLVED = "resolved", "Resolved (replay verified)"
+    RETURNED = "returned", "Returned (came back to a DLQ)"
+
+
+# Work someone still has to decide on: what lists, groups, the overview and the DLQ page show by
+# default. The partial indexes below cover exactly these states.
+OPEN_STATES = (DeadLetterState.CAPTURED, DeadLetterState.OVERSIZE)
+# On its way: frozen into a plan, being sent, or sent and waiting for verification.
+IN_PROGRESS_STATES = (DeadLetterState.PLANNED, DeadLetterState.REPLAYING, DeadLetterState.REPLAYED)
+# A replay of the letter was published at least once (identity across plans, invariant 12).
+ALREADY_REPLAYED_STATES = (DeadLetterState.REPLAYED, DeadLetterState.RESOLVED, DeadLetterState.RETURNED)
+_OPEN = models.Q(state__in=[s.value for s in OPEN_STATES])
 
 
 class DeadLetter(models.Model):
@@ -179,6 +199,16 @@ class DeadLetter(models.Model):
     parked_key = models.CharField(
         max_length=1024, blank=True, default="", db_default="", help_text="oversize: the object key of its body"
     )
+    # Letter lifecycle (issue 15). db_default: the capture upsert names its columns.
+    state_changed_at = models.DateTimeField(null=True, blank=True, help_text="when ``state`` last changed")
+    state_before_plan = models.CharField(
+        max_length=16, blank=True, default="", db_default="",
+        help_text="the state a letter had when a plan took it; it goes back there if the plan does not send it",
+    )  # fmt: skip
+    returned_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="returns",
+        help_text="the replayed letter this one is: it came back to a DLQ carrying that replay's x-replay-id",
+    )  # fmt: skip
 
     class Meta:
         ordering = ["-captured_at", "-id"]
@@ -196,6 +226,11 @@ class DeadLetter(models.Model):
             models.Index(fields=["replay_id"], name="letter_replay_id_idx", condition=~models.Q(replay_id="")),
             models.Index(fields=["id"], name="letter_unclassified_idx", condition=models.Q(classified_by="")),
             GinIndex(fields=["search_text"], name="letter_search_trgm_idx", opclasses=["gin_trgm_ops"]),
+            # Open work (OPEN_STATES): the default of the letters list, the DLQ page, the overview and
+            # the groups page; small, as an emptied inbox holds few rows whatever the table's size.
+            models.Index(fields=["-captured_at", "-id"], name="letter_open_recent_idx", condition=_OPEN),
+            models.Index(fields=["dlq", "-captured_at"], name="letter_open_dlq_idx", condition=_OPEN),
+            models.Index(fields=["fingerprint"], name="letter_open_fingerprint_idx", condition=_OPEN),
         ]
 
     def __str__(self) -> str:

@@ -38,6 +38,12 @@ class ReplayPlan(models.Model):
     target_address = models.CharField(max_length=500, blank=True, help_text="queue URL, exchange or topic")
     target_routing_key = models.CharField(max_length=300, blank=True)
     include_held = models.BooleanField(default=False, help_text="replay poison/hold letters too (explicit override)")
+    # Identity across plans (issue 15, invariant 12): letters replayed before are left out unless
+    # the plan says, with a reason, to replay them again. Both are part of what approvers approve.
+    replay_again = models.BooleanField(
+        default=False, db_default=False, help_text="include letters an earlier plan already replayed"
+    )
+    replay_again_reason = models.TextField(blank=True, default="", db_default="")
     # Rate plan.
     rate_per_second = models.PositiveIntegerField(default=10)
     batch_size = models.PositiveIntegerField(default=10)
@@ -97,6 +103,9 @@ class PlanItem(models.Model):
     # in its group (1, 2, ...) by its place in the DLQ, over the plan's included and excluded items.
     ordering_group = models.CharField(max_length=64, blank=True, default="", db_default="")
     ordering_position = models.PositiveIntegerField(null=True, blank=True)
+    replay_again = models.BooleanField(
+        default=False, db_default=False, help_text="the letter had been replayed before this plan froze it"
+    )
 
     class Meta:
         constraints = [

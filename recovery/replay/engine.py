@@ -44,6 +44,7 @@ from recovery.brokers.registry import adapter_for
 from recovery.errors import RecoveryError
 from recovery.faults import fault_point
 from recovery.jobs.queue import enqueue
+from recovery.letters import lifecycle
 from recovery.models import (
     LEASED_ROWS,
     AttemptState,
@@ -594,6 +595,7 @@ def stop_run(run: ReplayRun, *, reason: str, action: str) -> bool:
             return False
         if action == "abort":
             ReplayPlan.objects.filter(pk=run.plan_id).update(state=PlanState.FINISHED)
+            lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=False)  # issue 15: unsent: open
         RunEvent.objects.create(run=run, kind="stop-condition", message=f"{action}: {reason}"[:1000],
                                 data={"action": action})  # fmt: skip
         audit_record(actor="replay", action=AuditAction.RUN_STOPPED, obj=run,
@@ -610,6 +612,8 @@ def finish_run(run: ReplayRun, *, state: str, summary: str, evidence: list[dict[
         if not moved:
             return False
         ReplayPlan.objects.filter(pk=run.plan_id).update(state=PlanState.FINISHED)
+        # issue 15 letter lifecycle: verified -> letters resolved; letters never sent -> open again
+        lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=state == RunState.VERIFIED)
         RunEvent.objects.create(run=run, kind="finished", message=f"{state}: {summary}"[:1000])
         audit_record(
             actor="replay",

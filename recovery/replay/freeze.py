@@ -18,6 +18,7 @@ from django.db import connection
 from psycopg.types.json import Jsonb
 
 from recovery.models import (
+    ALREADY_REPLAYED_STATES,
     Broker,
     BrokerKind,
     Category,
@@ -33,6 +34,7 @@ from recovery.replay import ordering, targets
 from recovery.triage.filters import LetterFilter
 
 ACTIVE_PLAN_STATES = (PlanState.SUBMITTED, PlanState.APPROVED, PlanState.RUNNING)
+ALREADY_REPLAYED = "already replayed by an earlier plan (choose “replay again” to include)"
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,9 @@ def decide(
     other_plan: int | None,
 ) -> Decision:  # fmt: skip
     """Excluded: discarded or oversize letters, a discard disposition, poison or hold unless the
-    plan explicitly includes held letters, letters already in another active plan, and letters
-    with no target. Everything else is replayed to its resolved target."""
+    plan explicitly includes held letters, letters already in another active plan, letters an
+    earlier plan replayed unless the plan says "replay again", and letters with no target.
+    Everything else is replayed to its resolved target."""
     if state == DeadLetterState.DISCARDED:
         return Decision(False, "discarded", None)
     if state == DeadLetterState.OVERSIZE:
@@ -80,6 +83,10 @@ def decide(
         return Decision(False, "disposition hold (include held letters to override)", None)
     if other_plan is not None:
         return Decision(False, f"already in active plan {other_plan}", None)
+    if state in (DeadLetterState.PLANNED, DeadLetterState.REPLAYING):
+        return Decision(False, "in another plan that has not finished", None)
+    if state in ALREADY_REPLAYED_STATES and not plan.replay_again:  # identity across plans (invariant 12)
+        return Decision(False, ALREADY_REPLAYED, None)
     resolved = targets.resolve_route(plan, dlq, route)
     if resolved is None:
         return Decision(False, targets.NO_TARGET, None)

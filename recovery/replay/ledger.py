@@ -34,6 +34,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from recovery.faults import fault_point
+from recovery.letters import lifecycle
 from recovery.models import ReplayRun
 from recovery.replay import ordering
 
@@ -113,6 +114,8 @@ def record_outcomes(
                 cursor.execute(CLAIM_PLAN)
                 ordering.unlock_successors(cursor, run_id, ids)
                 cursor.execute(BATCH_UPDATE_PLAN)
+            if published:  # issue 15: their letters are replayed (one audit event per batch)
+                lifecycle.letters_replayed(run_id=run_id, ledger_ids=ids)
         if refused:
             ids = [o.ledger_id for o in refused]
             cursor.execute(

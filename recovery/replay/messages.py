@@ -1,6 +1,7 @@
 """A dead letter turned back into a message for its target broker (invariant 3).
 
-Every replayed message carries ``x-replay-id`` (stable per plan and letter), the original
+Every replayed message carries ``x-replay-id`` (stable per plan and letter), the letter's
+``x-idempotency-key`` (stable across every plan: recovery.letters.identity), the original
 message id as ``x-original-message-id`` and a W3C ``traceparent`` of the run's trace. Headers the
 broker added when it dead-lettered the message (x-death and friends) are left behind: the
 target's consumer should see the message as its producer sent it. For SQS FIFO targets the
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from recovery.brokers.base import OutgoingMessage
+from recovery.letters.identity import IDEMPOTENCY_KEY, idempotency_key
 from recovery.models import BrokerKind
 
 REPLAY_ID = "x-replay-id"
@@ -66,6 +68,7 @@ def outgoing(
     in the run's trace); without one, a fresh span id in the run's trace."""
     headers = _headers(letter, kind)
     headers[REPLAY_ID] = replay_id
+    headers[IDEMPOTENCY_KEY] = idempotency_key(letter)
     headers[ORIGINAL_MESSAGE_ID] = original_message_id(letter)
     headers[TRACEPARENT] = parent or traceparent(trace_id)
     return OutgoingMessage(
@@ -76,7 +79,8 @@ def outgoing(
 def _headers(letter: Letter, kind: str) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     for name, value in (letter.headers or {}).items():
-        if name.startswith(_DEAD_LETTERING_HEADERS) or name in (REPLAY_ID, ORIGINAL_MESSAGE_ID, TRACEPARENT):
+        if name.startswith(_DEAD_LETTERING_HEADERS) or name in (REPLAY_ID, IDEMPOTENCY_KEY, ORIGINAL_MESSAGE_ID,
+                                                                TRACEPARENT):  # fmt: skip
             continue
         if kind == BrokerKind.SQS and isinstance(value, dict):
             value = value.get("StringValue", value.get("BinaryValue"))  # captured attributes keep their shape

@@ -26,6 +26,8 @@ HASHED_FIELDS = (
 def plan_content_hash(plan: ReplayPlan) -> str:
     """SHA-256 over the plan's settings and its frozen items (letter, state, target)."""
     values = {name: hashable(getattr(plan, name)) for name in HASHED_FIELDS}
+    if plan.replay_again:  # only when set, so the hashes of plans from before issue 15 stay the same
+        values["replay_again"] = [True, plan.replay_again_reason]
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT coalesce(md5(string_agg(letter_id::text || ':' || state || ':' || target::text, ',' "

@@ -19,6 +19,7 @@ from django.utils import timezone
 from recovery.audit.context import current_trace_id
 from recovery.audit.services import audit_record
 from recovery.errors import InvalidInput, NotPermitted
+from recovery.letters import lifecycle
 from recovery.models import (
     RUN_ACTIVE,
     ApprovalDecision,
@@ -45,7 +46,7 @@ from recovery.replay.waiting import plans_shaped_by
 EDITABLE_FIELDS = (
     "name", "reason", "target_broker", "target_address", "target_routing_key", "include_held", "rate_per_second",
     "batch_size", "workers", "canary_count", "canary_window_seconds", "ramp_steps", "ramp_interval_seconds",
-    "preconditions", "stop_conditions", "verifications", "required_approvals",
+    "preconditions", "stop_conditions", "verifications", "required_approvals", "replay_again", "replay_again_reason",
 )  # fmt: skip
 MIN_REASON = 10
 
@@ -66,7 +67,12 @@ def _clean(plan: ReplayPlan, changes: dict[str, Any]) -> dict[str, Any]:
         cleaned["name"] = str(cleaned["name"]).strip()
         if not cleaned["name"] or len(cleaned["name"]) > 200:
             raise InvalidInput("a plan needs a name of at most 200 characters")
+    if "replay_again_reason" in cleaned:
+        cleaned["replay_again_reason"] = str(cleaned["replay_again_reason"] or "").strip()
     merged = {name: cleaned.get(name, getattr(plan, name)) for name in EDITABLE_FIELDS}
+    if merged["replay_again"] and len(merged["replay_again_reason"]) < MIN_REASON:
+        # identity across plans (invariant 12): replaying letters again is an explicit, written choice
+        raise InvalidInput(f"say why these letters are replayed again (at least {MIN_REASON} characters)")
     validate_rate_plan(merged)
     from recovery.replay.checks import validate_config
 
@@ -91,7 +97,9 @@ def plan_update(*, actor: Any, plan: ReplayPlan, changes: dict[str, Any]) -> Rep
         for name, value in changed.items():
             setattr(plan, name, value)
         voided = plan.approvals.filter(voided_at__isnull=True).update(voided_at=timezone.now())
+        released = 0
         if plan.state != PlanState.DRAFT:
+            released = lifecycle.letters_unplanned(plan.pk)  # before its items go
             PlanItem.objects.filter(plan=plan).delete()
             plan.state, plan.content_hash, plan.submitted_at = PlanState.DRAFT, "", None
         plan.save()
@@ -102,8 +110,9 @@ def plan_update(*, actor: Any, plan: ReplayPlan, changes: dict[str, Any]) -> Rep
             summary=f"plan {plan.name!r} changed ({', '.join(changed)})"
             + (f"; {voided} approval(s) voided" if voided else ""),
             before={name: before[name] for name in changed},
-            after={**{name: hashable(value) for name, value in changed.items()}, "approvals_voided": voided},
-        )
+            after={**{name: hashable(value) for name, value in changed.items()}, "approvals_voided": voided,
+                   **({"letters_released": released} if released else {})},
+        )  # fmt: skip
     return plan
 
 
@@ -123,6 +132,7 @@ def plan_submit(*, actor: Any, plan: ReplayPlan) -> ReplayPlan:
         if not counts.included:
             reasons = "; ".join(f"{n} {why}" for why, n in counts.exclusions.most_common(3)) or "the selection is empty"
             raise InvalidInput(f"nothing to replay: {reasons}")
+        moved = lifecycle.letters_planned(plan)  # the letters are "in a plan" now
         kinds = set(
             Broker.objects.filter(
                 pk__in={t["broker"] for t in PlanItem.objects.filter(plan=plan).values_list("target", flat=True) if t}
@@ -143,6 +153,8 @@ def plan_submit(*, actor: Any, plan: ReplayPlan) -> ReplayPlan:
                 "exclusions": dict(counts.exclusions),
                 "content_hash": plan.content_hash,
                 "preconditions": _precondition_summary(plan, "submit"),
+                **moved,
+                **({"replay_again_reason": plan.replay_again_reason} if plan.replay_again else {}),
             },
         )
     return plan
@@ -218,8 +230,9 @@ def plan_reject(*, actor: Any, plan: ReplayPlan, comment: str) -> ReplayPlan:
         )
         plan.state = PlanState.REJECTED
         plan.save(update_fields=["state", "updated_at"])
+        released = lifecycle.letters_unplanned(plan.pk)  # open work again
         audit_record(actor=actor, action=AuditAction.PLAN_REJECTED, obj=plan, summary=f"plan {plan.name!r} rejected",
-                     reason=comment.strip())  # fmt: skip
+                     reason=comment.strip(), after={"letters_released": released})  # fmt: skip
     return plan
 
 
@@ -259,8 +272,9 @@ def plan_cancel(*, actor: Any, plan: ReplayPlan, reason: str = "") -> ReplayPlan
             raise InvalidInput(f"plan {plan.pk} is {plan.get_state_display().lower()}: it cannot be cancelled")
         plan.state = PlanState.CANCELLED
         plan.save(update_fields=["state", "updated_at"])
+        released = lifecycle.letters_unplanned(plan.pk)  # open work again
         audit_record(actor=actor, action=AuditAction.PLAN_CANCELLED, obj=plan, summary=f"plan {plan.name!r} cancelled",
-                     reason=reason.strip())  # fmt: skip
+                     reason=reason.strip(), after={"letters_released": released})  # fmt: skip
     return plan
 
 
@@ -304,6 +318,7 @@ def run_start(*, actor: Any, plan: ReplayPlan) -> ReplayRun:
             run.total = cursor.rowcount
         ordering.hold_successors(run)  # invariant 13: a group's letters wait for the one before them
         run.save(update_fields=["total"])
+        replaying = lifecycle.letters_replaying(run.pk)
         plan.state = PlanState.RUNNING
         plan.save(update_fields=["state", "updated_at"])
         RunEvent.objects.create(run=run, kind="started", message=f"started by {_name(actor)}: {run.total} letters")
@@ -311,7 +326,7 @@ def run_start(*, actor: Any, plan: ReplayPlan) -> ReplayRun:
             actor=actor, action=AuditAction.RUN_STARTED, obj=run,
             summary=f"run {run.pk} of plan {plan.name!r} started: {run.total} letters",
             after={"plan": plan.pk, "plan_hash": plan.content_hash,
-                   "approvers": [a.approver.username for a in approvals]},
+                   "approvers": [a.approver.username for a in approvals], "letters_replaying": replaying},
         )  # fmt: skip
         enqueue_workers(run)
         transaction.on_commit(lambda: replay_run_started(run))  # the root span of the run's trace
@@ -334,6 +349,7 @@ def _control(actor: Any, run: ReplayRun, *, allowed: tuple[str, ...], state: str
             run.finished_at = timezone.now()
             run.stop_reason = reason.strip() or f"aborted by {_name(actor)}"
             ReplayPlan.objects.filter(pk=run.plan_id).update(state=PlanState.FINISHED)
+            lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=False)  # unsent: open again
         run.save()
         RunEvent.objects.create(
             run=run, kind=verb, message=f"{verb} by {_name(actor)}" + (f": {reason}" if reason else "")

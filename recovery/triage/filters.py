@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from recovery.errors import InvalidInput
-from recovery.models import Category, DeadLetter, DeadLetterState, Disposition
+from recovery.models import IN_PROGRESS_STATES, OPEN_STATES, Category, DeadLetter, DeadLetterState, Disposition
 
 SORTS = {
     # name: (column, descending, label)
@@ -28,6 +28,15 @@ SORTS = {
 }
 DEFAULT_SORT = "newest"
 MAX_TEXT = 200
+# Where a letter is in its lifecycle (issue 15): lists show open work unless told otherwise.
+WORK = {
+    "open": ("Open work", OPEN_STATES),
+    "in_progress": ("In a plan or replayed, not verified yet", IN_PROGRESS_STATES),
+    "closed": ("Held, discarded, resolved or returned", (DeadLetterState.HELD, DeadLetterState.DISCARDED,
+                                                          DeadLetterState.RESOLVED, DeadLetterState.RETURNED)),
+    "all": ("All letters", ()),
+}  # fmt: skip
+DEFAULT_WORK = "open"
 PARAM_NAMES = {"expiring_within_hours": "expiring", "ids": "id"}  # field -> query parameter
 
 
@@ -45,6 +54,7 @@ class LetterFilter:
     q: str = ""
     ids: tuple[int, ...] = field(default=())
     max_id: int | None = None  # set when a selection is frozen: later letters never join it
+    work: str = ""  # a WORK key; empty: every state (the letters list defaults to "open"); ``state`` overrides it
 
     # -- parsing ---------------------------------------------------------------------------------
 
@@ -77,6 +87,7 @@ class LetterFilter:
             q=one("q")[:MAX_TEXT],
             ids=tuple(_ints(many("id"), "id")),
             max_id=_optional_int(one("max_id"), "max_id"),
+            work=_choices([one("work")], list(WORK), "work")[0] if one("work") else "",
         )
 
     @classmethod
@@ -137,6 +148,8 @@ class LetterFilter:
             parts.append(f"expiring within {self.expiring_within_hours} h")
         if self.q:
             parts.append(f"text {self.q!r}")
+        if self.work and self.work != "all" and not self.state:
+            parts.append(WORK[self.work][0].lower())
         return "; ".join(parts) or "all letters"
 
     # -- querying --------------------------------------------------------------------------------
@@ -154,6 +167,8 @@ class LetterFilter:
             q &= Q(disposition__in=self.disposition)
         if self.state:
             q &= Q(state__in=self.state)
+        if self.work and WORK[self.work][1] and not self.state:  # states picked one by one win
+            q &= Q(state__in=[state.value for state in WORK[self.work][1]])
         if self.fingerprint:
             q &= Q(fingerprint=self.fingerprint)
         if self.origin:

@@ -15,13 +15,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, F, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from recovery.errors import InvalidInput
-from recovery.models import CapturePass, DeadLetter, DeadLetterQueue, DeadLetterState, FingerprintGroup, Runbook
+from recovery.models import (
+    OPEN_STATES,
+    CapturePass,
+    DeadLetter,
+    DeadLetterQueue,
+    DeadLetterState,
+    FingerprintGroup,
+    Runbook,
+)
 from recovery.triage.filters import DEFAULT_SORT, SORTS, LetterFilter
 
 EXACT_COUNT_LIMIT = 10_000
@@ -124,15 +132,33 @@ def selection_runbooks(letter_filter: LetterFilter, *, scan: int = 10_000) -> li
 # -- groups ------------------------------------------------------------------------------------
 
 
-def groups_page(*, order: str = "count", limit: int = 50, offset: int = 0) -> list[FingerprintGroup]:
-    """Fingerprint groups, biggest or most recent first, each with a 14-day daily trend and the
-    category of its newest letter (one query per page, not per group)."""
+GROUP_WORK = ("open", "all")
+
+
+def groups_page(
+    *, order: str = "count", limit: int = 50, offset: int = 0, work: str = "open"
+) -> list[FingerprintGroup]:
+    """Fingerprint groups, biggest or most recent first, each with a 14-day daily trend, the
+    category of its newest letter and its open letters (one query per page, not per group).
+    ``work="open"`` (the default, issue 15): only groups with open letters, read through the
+    open-letters partial index, so a group whose work is done leaves the page."""
     ordering = {"count": ["-letter_count", "-last_seen"], "recent": ["-last_seen"]}.get(order)
     if ordering is None:
         raise InvalidInput("order: count or recent")
-    groups = list(FingerprintGroup.objects.select_related("runbook").order_by(*ordering)[offset : offset + limit])
+    if work not in GROUP_WORK:
+        raise InvalidInput("show: open or all")
+    groups_qs = FingerprintGroup.objects.select_related("runbook").order_by(*ordering)
+    if work == "open":
+        open_letters = DeadLetter.objects.filter(fingerprint=OuterRef("fingerprint"), state__in=OPEN_STATES)
+        # reopened: a replayed letter of the group came back and the letter it came back as is open
+        open_returns = DeadLetter.objects.filter(
+            fingerprint=OuterRef("fingerprint"), state=DeadLetterState.RETURNED, returns__state__in=OPEN_STATES
+        )
+        groups_qs = groups_qs.filter(Exists(open_letters) | Exists(open_returns))
+    groups = list(groups_qs[offset : offset + limit])
     _attach_trends(groups)
     _attach_latest_category(groups)
+    _attach_open_counts(groups)
     return groups
 
 
@@ -140,11 +166,38 @@ def group_detail(fingerprint: str) -> FingerprintGroup:
     group = FingerprintGroup.objects.select_related("runbook", "sample").get(fingerprint=fingerprint)
     _attach_trends([group])
     _attach_latest_category([group])
+    _attach_open_counts([group])
     group.dlqs = list(DeadLetterQueue.objects.filter(pk__in=group.dlq_ids).order_by("name"))
     return group
 
 
 TREND_DAYS = 14
+
+
+def _attach_open_counts(groups: list[FingerprintGroup]) -> None:
+    """Each group's open work (``open_count``): its open letters, counted on the open-letters
+    partial index, and the open letters its replayed letters came back as (a reopened group)."""
+    if not groups:
+        return
+    fingerprints = [g.fingerprint for g in groups]
+    counts = dict(
+        DeadLetter.objects.filter(fingerprint__in=fingerprints, state__in=OPEN_STATES)
+        .order_by()
+        .values_list("fingerprint")
+        .annotate(n=Count("id"))
+    )
+    returns = dict(
+        DeadLetter.objects.filter(
+            returned_from__fingerprint__in=fingerprints, returned_from__state=DeadLetterState.RETURNED,
+            state__in=OPEN_STATES,
+        )
+        .exclude(fingerprint=F("returned_from__fingerprint"))  # counted above already
+        .order_by()
+        .values_list("returned_from__fingerprint")
+        .annotate(n=Count("id"))
+    )  # fmt: skip
+    for group in groups:
+        group.open_count = counts.get(group.fingerprint, 0) + returns.get(group.fingerprint, 0)
 
 
 def _attach_trends(groups: list[FingerprintGroup]) -> None:
@@ -192,11 +245,16 @@ class DlqSummary:
     by_state: dict[str, int]
     oldest: datetime | None
     expiring_soon: int
+    open: int = 0
 
 
-def dlq_summaries() -> list[DlqSummary]:
-    """Per DLQ: counts by category and by state, the oldest letter still held (not discarded),
-    and how many expire within 24 hours. Grouped counts read the (dlq, category) index."""
+def dlq_summaries(*, work: str = "open") -> list[DlqSummary]:
+    """Per DLQ: its open letters, counts by category (of open letters with ``work="open"``, the
+    default: issue 15) and by state, the oldest letter (open, or not discarded with
+    ``work="all"``), and how many of those expire within 24 hours."""
+    if work not in GROUP_WORK:
+        raise InvalidInput("show: open or all")
+    open_states = {state.value for state in OPEN_STATES}
     latest = CapturePass.objects.filter(dlq=OuterRef("pk")).order_by("-created_at")
     dlqs = list(
         DeadLetterQueue.objects.select_related("broker")
@@ -210,20 +268,21 @@ def dlq_summaries() -> list[DlqSummary]:
     by_category: dict[int, dict[str, int]] = {}
     by_state: dict[int, dict[str, int]] = {}
     for row in DeadLetter.objects.order_by().values("dlq_id", "category", "state").annotate(n=Count("id")):
-        cats = by_category.setdefault(row["dlq_id"], {})
-        cats[row["category"]] = cats.get(row["category"], 0) + row["n"]
         states = by_state.setdefault(row["dlq_id"], {})
         states[row["state"]] = states.get(row["state"], 0) + row["n"]
-    oldest = dict(
-        DeadLetter.objects.exclude(state=DeadLetterState.DISCARDED)
-        .order_by()
-        .values_list("dlq_id")
-        .annotate(oldest=Min("captured_at"))
+        if work == "open" and row["state"] not in open_states:
+            continue
+        cats = by_category.setdefault(row["dlq_id"], {})
+        cats[row["category"]] = cats.get(row["category"], 0) + row["n"]
+    counted = (
+        DeadLetter.objects.filter(state__in=open_states)
+        if work == "open"
+        else DeadLetter.objects.exclude(state=DeadLetterState.DISCARDED)
     )
+    oldest = dict(counted.order_by().values_list("dlq_id").annotate(oldest=Min("captured_at")))
     now = timezone.now()
     expiring = dict(
-        DeadLetter.objects.filter(expires_at__gte=now, expires_at__lt=now + timedelta(hours=24))
-        .exclude(state=DeadLetterState.DISCARDED)
+        counted.filter(expires_at__gte=now, expires_at__lt=now + timedelta(hours=24))
         .order_by()
         .values_list("dlq_id")
         .annotate(n=Count("id"))
@@ -236,6 +295,7 @@ def dlq_summaries() -> list[DlqSummary]:
             by_state=dict(sorted(by_state.get(dlq.pk, {}).items())),
             oldest=oldest.get(dlq.pk),
             expiring_soon=expiring.get(dlq.pk, 0),
+            open=sum(n for state, n in by_state.get(dlq.pk, {}).items() if state in open_states),
         )
         for dlq in dlqs
     ]
@@ -255,11 +315,13 @@ def arrivals(*, hours: int = 48) -> list[tuple[datetime, int]]:
     return [(start + timedelta(hours=i), rows.get(start + timedelta(hours=i), 0)) for i in range(hours)]
 
 
-def expiring_letters(*, hours: int = 24, limit: int = 20) -> QuerySet[DeadLetter]:
+def expiring_letters(*, hours: int = 24, limit: int = 20, work: str = "open") -> QuerySet[DeadLetter]:
+    """Letters the broker would have dropped within ``hours``: open ones (``work="open"``), or
+    all but the discarded."""
     now = timezone.now()
+    letters = DeadLetter.objects.filter(expires_at__gte=now, expires_at__lt=now + timedelta(hours=hours))
     return (
-        DeadLetter.objects.filter(expires_at__gte=now, expires_at__lt=now + timedelta(hours=hours))
-        .exclude(state=DeadLetterState.DISCARDED)
+        (letters.filter(state__in=OPEN_STATES) if work == "open" else letters.exclude(state=DeadLetterState.DISCARDED))
         .select_related("dlq")
         .defer(*LIST_DEFERRED)
         .order_by("expires_at")[:limit]

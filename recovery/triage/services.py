@@ -24,6 +24,7 @@ from recovery.errors import InvalidInput
 from recovery.jobs.lifecycle import job_beat, job_claim, job_finish
 from recovery.jobs.queue import enqueue
 from recovery.jobs.watchdog import stale_after
+from recovery.letters import lifecycle
 from recovery.models import (
     AuditAction,
     Category,
@@ -129,6 +130,7 @@ def _apply_chunk(action: TriageAction, ids: list[int]) -> int:
             state=DeadLetterState.DISCARDED,
             disposition=Disposition.DISCARD,
             discarded_at=now,
+            state_changed_at=now,
             discard_reason=action.reason,
             classified_by=ClassificationSource.MANUAL,
             classified_at=now,
@@ -136,6 +138,11 @@ def _apply_chunk(action: TriageAction, ids: list[int]) -> int:
         metrics.letters_discarded(changed)  # recovery_letters_discarded_total, once committed
     else:  # set disposition, hold
         changed = letters.update(disposition=action.value, classified_by=ClassificationSource.MANUAL, classified_at=now)
+        # issue 15 letter lifecycle: held letters leave the open work; another disposition brings them back
+        if action.value == Disposition.HOLD:
+            lifecycle.letters_held(ids)
+        else:
+            lifecycle.letters_unheld(ids)
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO recovery_triageactionitem (action_id, letter_id) SELECT %s, unnest(%s::bigint[]) "

@@ -1,0 +1,221 @@
+"""Letter lifecycle transitions (issue 15 part 1; docs/replay.md "Letter lifecycle").
+
+    captured (open) -> held / discarded               triage (recovery.triage.services)
+    captured / held -> planned ("in a plan")          plan submitted (recovery.replay.services)
+    planned -> replaying                              run started
+    planned / replaying -> replayed                   its publish confirmed (recovery.replay.ledger)
+    replayed -> resolved                              its replay verified (the run, or its ledger row)
+    replaying / replayed / resolved -> returned       it came back to a DLQ (recovery.classification)
+    planned / replaying -> the state before the plan  the plan or run ended without sending it
+
+Every function here runs inside the transaction of the service that causes the move and is
+set-based (one or two statements, whatever the number of letters). The moves a service already
+audits (submit, reject, cancel, change, start) report their counts for that service's one audit
+event; the moves made by the replay engine and by classification, which no user service covers,
+write one audit event per batch and kind of move (invariant 8: in the same transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db import connection
+from django.utils import timezone
+
+from recovery.audit.services import audit_record
+from recovery.models import ALREADY_REPLAYED_STATES, AuditAction, DeadLetterState, PlanItemState, ReplayPlan
+
+S = DeadLetterState
+_REPLAYED = [s.value for s in ALREADY_REPLAYED_STATES]
+_SENDING = [S.PLANNED.value, S.REPLAYING.value]
+EXAMPLES = 100  # letter ids an audit event lists
+
+
+def _execute(sql: str, params: Sequence[object]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+# -- triage --------------------------------------------------------------------------------------
+
+
+def letters_held(letter_ids: Sequence[int]) -> int:
+    """Triage held these letters: open ones become held (they leave the open-work lists)."""
+    return _execute(
+        "UPDATE recovery_deadletter SET state = %s, state_changed_at = %s WHERE id = ANY(%s) AND state = %s",
+        [S.HELD, timezone.now(), list(letter_ids), S.CAPTURED],
+    )
+
+
+def letters_unheld(letter_ids: Sequence[int]) -> int:
+    """Triage gave held letters another disposition: they are open work again."""
+    return _execute(
+        "UPDATE recovery_deadletter SET state = %s, state_changed_at = %s WHERE id = ANY(%s) AND state = %s",
+        [S.CAPTURED, timezone.now(), list(letter_ids), S.HELD],
+    )
+
+
+# -- plans -----------------------------------------------------------------------------------------
+
+
+def letters_planned(plan: ReplayPlan) -> dict[str, int]:
+    """On submit: the letters of the plan's included items are "in a plan"; each remembers the
+    state it had, to go back to if the plan never sends it. Items whose letter an earlier plan
+    replayed are flagged ``replay_again`` (the plan page shows them to the approver). Returns the
+    counts for the submit's audit event."""
+    again = _execute(
+        "UPDATE recovery_planitem i SET replay_again = true FROM recovery_deadletter d "
+        "WHERE i.plan_id = %s AND i.state = %s AND d.id = i.letter_id AND d.state = ANY(%s)",
+        [plan.pk, PlanItemState.INCLUDED, _REPLAYED],
+    )
+    planned = _execute(
+        "UPDATE recovery_deadletter d SET state_before_plan = d.state, state = %s, state_changed_at = %s "
+        "FROM recovery_planitem i WHERE i.plan_id = %s AND i.state = %s AND d.id = i.letter_id "
+        "AND d.state <> ALL(%s)",
+        [S.PLANNED, timezone.now(), plan.pk, PlanItemState.INCLUDED, [*_SENDING, S.DISCARDED.value]],
+    )
+    return {"letters_planned": planned, "letters_replayed_before": again}
+
+
+def letters_unplanned(plan_id: int) -> int:
+    """The plan lets go of letters it has not sent (its items thawed by a change, the plan
+    rejected or cancelled, its run ended): each goes back to the state it had before the plan.
+    Letters the plan published are replayed already and stay so."""
+    return _execute(
+        "UPDATE recovery_deadletter d SET state = coalesce(nullif(d.state_before_plan, ''), %s), "
+        "state_before_plan = '', state_changed_at = %s FROM recovery_planitem i "
+        "WHERE i.plan_id = %s AND i.state = %s AND d.id = i.letter_id AND d.state = ANY(%s)",
+        [S.CAPTURED, timezone.now(), plan_id, PlanItemState.INCLUDED, _SENDING],
+    )
+
+
+# -- runs ------------------------------------------------------------------------------------------
+
+
+def letters_replaying(run_id: int) -> int:
+    """A run started: its letters are being replayed (counted in the start's audit event)."""
+    return _execute(
+        "UPDATE recovery_deadletter SET state = %s, state_changed_at = %s WHERE id = ANY(ARRAY("
+        "SELECT letter_id FROM recovery_ledgerentry WHERE run_id = %s)) AND state = %s",
+        [S.REPLAYING, timezone.now(), run_id, S.PLANNED],
+    )
+
+
+def letters_replayed(*, run_id: int, ledger_ids: Sequence[int]) -> int:
+    """Confirmed publishes were recorded (recovery.replay.ledger, in its transaction): their
+    letters are replayed. A letter replayed, resolved or returned already stays as it is (a row
+    published again after a lost lease). The letters are found through the listed ledger rows
+    (an array, no join: the ledger's batch transaction disables nested loops). One audit event
+    per batch."""
+    letters = _execute(
+        "UPDATE recovery_deadletter SET state = %s, state_before_plan = '', state_changed_at = %s "
+        "WHERE id = ANY(ARRAY(SELECT letter_id FROM recovery_ledgerentry WHERE id = ANY(%s::bigint[]) "
+        "AND state = 'published')) AND state <> ALL(%s)",
+        [S.REPLAYED, timezone.now(), list(ledger_ids), _REPLAYED],
+    )
+    if letters:
+        audit_record(
+            actor="replay", action=AuditAction.LETTERS_REPLAYED, object_type="recovery.replayrun",
+            object_id=str(run_id), summary=f"{letters} letter(s) of run {run_id} replayed (publish confirmed)",
+            after={"run": run_id, "letters": letters},
+        )  # fmt: skip
+    return letters
+
+
+def letters_resolved(run_id: int, *, run_verified: bool = False) -> int:
+    """Letters whose replay was verified are resolved (invariant 12): those whose ledger row in
+    this run is verified, and with ``run_verified`` (the run ended verified) every letter it
+    published. One audit event.
+
+    Integration point (issue 15 part 3): whatever marks ledger rows verified, with evidence and
+    possibly after the run ended, calls this in the same transaction."""
+    rows = "state IN ('published', 'verified')" if run_verified else "state = 'verified'"
+    letters = _execute(
+        "UPDATE recovery_deadletter SET state = %s, state_changed_at = %s WHERE id = ANY(ARRAY("  # noqa: S608 - constant
+        f"SELECT letter_id FROM recovery_ledgerentry WHERE run_id = %s AND {rows})) AND state = %s",
+        [S.RESOLVED, timezone.now(), run_id, S.REPLAYED],
+    )
+    if letters:
+        audit_record(
+            actor="replay", action=AuditAction.LETTERS_RESOLVED, object_type="recovery.replayrun",
+            object_id=str(run_id), summary=f"{letters} letter(s) of run {run_id} resolved: their replay was verified",
+            after={"run": run_id, "letters": letters},
+        )  # fmt: skip
+    return letters
+
+
+def run_letters_settled(*, run_id: int, plan_id: int, verified: bool) -> None:
+    """A run ended (finished, aborted, stopped for good). Verified: the letters it published are
+    resolved. Letters it never sent go back to where they were before the plan, with one audit
+    event."""
+    if verified:
+        letters_resolved(run_id, run_verified=True)
+    released = letters_unplanned(plan_id)
+    if released:
+        audit_record(
+            actor="replay", action=AuditAction.LETTERS_REOPENED, object_type="recovery.replayrun",
+            object_id=str(run_id),
+            summary=f"run {run_id} ended without sending {released} letter(s): they are back to their earlier state",
+            after={"run": run_id, "letters": released},
+        )  # fmt: skip
+
+
+# -- returns ---------------------------------------------------------------------------------------
+
+_RETURNS = (
+    "SELECT d.id, i.letter_id, i.plan_id FROM recovery_deadletter d "
+    "JOIN recovery_planitem i ON i.replay_id = d.replay_id "
+    "WHERE d.id = ANY(%s::bigint[]) AND d.replay_id <> '' AND d.returned_from_id IS NULL AND i.letter_id <> d.id"
+)
+
+
+def letters_returned(letter_ids: Sequence[int], *, actor: str = "classification") -> int:
+    """New letters carrying the ``x-replay-id`` of a plan item are that item's letter coming
+    back to a DLQ (classification reads the header): each is linked to the original
+    (``returned_from``), the original becomes returned, its ledger rows came back
+    (redeadlettered, counted on their runs), and its failure group is reopened. One audit event
+    for the batch. Returns how many came back."""
+    if not letter_ids:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(_RETURNS, [list(letter_ids)])
+        pairs = cursor.fetchall()
+    if not pairs:
+        return 0
+    news, originals, plans = (list(column) for column in zip(*pairs, strict=True))
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE recovery_deadletter d SET returned_from_id = v.original FROM unnest(%s::bigint[], %s::bigint[]) "
+            "AS v(id, original) WHERE d.id = v.id",
+            [news, originals],
+        )
+        cursor.execute(
+            "UPDATE recovery_deadletter SET state = %s, state_before_plan = '', state_changed_at = %s "
+            "WHERE id = ANY(%s::bigint[]) AND state = ANY(%s)",
+            [S.RETURNED, now, originals, [S.REPLAYING.value, S.REPLAYED.value, S.RESOLVED.value]],
+        )
+        cursor.execute(
+            "WITH back AS (UPDATE recovery_ledgerentry l SET state = 'redeadlettered' "
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS v(letter, plan), recovery_replayrun r "
+            "WHERE r.plan_id = v.plan AND l.run_id = r.id AND l.letter_id = v.letter "
+            "AND l.state IN ('published', 'verified') RETURNING l.run_id) "
+            "UPDATE recovery_replayrun r SET redeadlettered = r.redeadlettered + n.count "
+            "FROM (SELECT run_id, count(*) FROM back GROUP BY run_id) AS n WHERE r.id = n.run_id",
+            [originals, plans],
+        )
+        cursor.execute(
+            "UPDATE recovery_fingerprintgroup SET reopened_at = %s WHERE fingerprint IN ("
+            "SELECT fingerprint FROM recovery_deadletter WHERE id = ANY(%s::bigint[]) AND fingerprint <> '') "
+            "RETURNING fingerprint",
+            [now, originals],
+        )
+        groups = [row[0] for row in cursor.fetchall()]
+    audit_record(
+        actor=actor, action=AuditAction.LETTERS_RETURNED,
+        summary=f"{len(pairs)} replayed letter(s) came back to a DLQ; {len(groups)} failure group(s) reopened",
+        after={"returned": [[new, original] for new, original, _plan in pairs[:EXAMPLES]], "letters": len(pairs),
+               "groups": groups[:EXAMPLES]},
+    )  # fmt: skip
+    return len(pairs)
