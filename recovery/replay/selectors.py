@@ -26,6 +26,10 @@ HASHED_FIELDS = (
 def plan_content_hash(plan: ReplayPlan) -> str:
     """SHA-256 over the plan's settings and its frozen items (letter, state, target)."""
     values = {name: hashable(getattr(plan, name)) for name in HASHED_FIELDS}
+    if plan.breaker_cooldown_seconds:  # issue 15: hashed only when on, so older approvals stay valid
+        values.update(
+            breaker_cooldown_seconds=plan.breaker_cooldown_seconds, breaker_probe_size=plan.breaker_probe_size
+        )
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT coalesce(md5(string_agg(letter_id::text || ':' || state || ':' || target::text, ',' "
