@@ -117,12 +117,17 @@ def record_baseline(run: ReplayRun) -> None:
     params = _step_params(run.plan)
     if params is None:
         return
-    queue_targets = [t for t in plan_targets(run.plan) if t.broker.kind != BrokerKind.KAFKA]
     now = timezone.now().isoformat()
-    run.baseline = {
-        _key(r.target.raw): {"target": r.target.describe(), "depth": r.depth, "error": r.error, "read_at": now}
-        for r in read_depths(queue_targets, queue=params["queue"])
-    }
+    try:
+        queue_targets = [t for t in plan_targets(run.plan) if t.broker.kind != BrokerKind.KAFKA]
+        readings = read_depths(queue_targets, queue=params["queue"])
+    except RecoveryError as exc:  # never blocks the start: the evidence will be inconclusive
+        run.baseline = {"error": describe_error(exc), "read_at": now}
+    else:
+        run.baseline = {
+            _key(r.target.raw): {"target": r.target.describe(), "depth": r.depth, "error": r.error, "read_at": now}
+            for r in readings
+        }
     ReplayRun.objects.filter(pk=run.pk).update(baseline=run.baseline)
 
 
@@ -249,7 +254,8 @@ def _positive_signals(run: ReplayRun, params: dict[str, Any]) -> list[dict[str, 
 
 def _depth_signal(run: ReplayRun, target: PlanTarget, rows: list[dict[str, Any]], params: dict[str, Any]) -> dict:
     where = target.describe()
-    base = (run.baseline or {}).get(_key(target.raw)) or {}
+    baseline = run.baseline or {}
+    base = baseline.get(_key(target.raw)) or {"error": baseline.get("error", "")}
     signal: dict[str, Any] = {"target": where, "kind": "depth", "letters": len(rows), "baseline": base.get("depth")}
     if base.get("depth") is None:
         why = base.get("error") or "no depth was recorded when the run started"
