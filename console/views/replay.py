@@ -244,7 +244,7 @@ def _run_context(request: HttpRequest, run: ReplayRun) -> dict[str, Any]:
     counts = dict(
         LedgerEntry.objects.filter(run=run).annotate(shown=leased).values_list("shown").annotate(n=Count("id"))
     )
-    done = counts.get("published", 0) + counts.get("failed", 0) + counts.get("verified", 0)
+    done = sum(counts.get(state, 0) for state in ("published", "failed", "verified", "redeadlettered"))
     since = timezone.now() - timedelta(seconds=60)
     per_second = dict(
         LedgerEntry.objects.filter(run=run, published_at__gte=since)
