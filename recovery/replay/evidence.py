@@ -173,8 +173,11 @@ def letters_resolved(run: ReplayRun, now: datetime, params: dict[str, Any]) -> C
     signals = _positive_signals(run, params) if not missing else []
     evidence["signals"] = signals
     short = [s for s in signals if not s["ok"]]
+    rows = sum(s.get("letters", 0) for s in signals)
+    count = LedgerEntry.objects.filter(run=run, published_at__isnull=False).count()
+    if not missing and rows < count:  # every published letter needs its target's signal
+        short.append({"ok": False, "reason": f"{count - rows:,} published letter(s) on no known target"})
     if not missing and not short:
-        rows = sum(s.get("letters", 0) for s in signals)
         return passed(
             f"no letter came back (capture passes of {', '.join(p['dlq'] for p in passes)} after the window) "
             f"and the target{'s' if len(signals) != 1 else ''} confirmed processing of {rows:,} letter(s)",
