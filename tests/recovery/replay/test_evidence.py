@@ -282,7 +282,7 @@ def test_rows_a_lost_worker_held_are_counted_as_re_sent_next_to_published(
         lease_expires_at=timezone.now() - timedelta(seconds=1)  # its lease ran out
     )
 
-    assert Worker(run.pk, 1).run() == RunState.COMPLETED_NOT_VERIFIED
+    assert Worker(run.pk, 0).run() == RunState.COMPLETED_NOT_VERIFIED  # another worker 0, another owner
     run.refresh_from_db()
     assert (run.published, run.failed, run.resent) == (10, 0, 4)
     assert set(LedgerEntry.objects.filter(run=run, resent=True).values_list("pk", flat=True)) == {
