@@ -82,12 +82,12 @@ def breaker_opened(run: ReplayRun, *, reason: str) -> None:
 
 
 def tick(*, now: datetime | None = None) -> list[int]:
-    """Half-open every breaker whose cool-down is over: the run runs a probe (one worker)."""
+    """Half-open every breaker whose cool-down is over at ``now``: the run runs a probe (one worker)."""
     now = now or timezone.now()
     probing = []
     for run in ReplayRun.objects.filter(state=RunState.PAUSED, breaker__state=OPEN).select_related("plan"):
         retry_at = datetime.fromisoformat(run.breaker.get("retry_at", now.isoformat()))
-        if retry_at <= now and _half_open(run, now):
+        if retry_at <= now and _half_open(run, timezone.now()):  # the probe starts now, whatever ``now`` says
             probing.append(run.pk)
     return probing
 
