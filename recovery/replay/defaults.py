@@ -6,9 +6,8 @@ not verified" (invariant 12). The author may change or remove them; the approver
 
 from __future__ import annotations
 
+import copy
 from typing import Any
-
-from recovery.replay.checks import CheckKind, validate_config
 
 DEFAULT_STOP_CONDITIONS: list[dict[str, Any]] = [
     {"condition": "redeadletter_rate", "max_percent": 5, "window_s": 60},
@@ -18,8 +17,9 @@ DEFAULT_VERIFICATIONS: list[dict[str, Any]] = [{"step": "letters_resolved", "sec
 
 
 def plan_defaults() -> dict[str, Any]:
-    """The default stop conditions and verification of a new plan, parameters filled in."""
+    """The default stop conditions and verification of a new plan, as an author would type them
+    (a plan stores its entries as given; parameters left out take their defaults when evaluated)."""
     return {
-        "stop_conditions": validate_config(CheckKind.STOP_CONDITIONS, DEFAULT_STOP_CONDITIONS),
-        "verifications": validate_config(CheckKind.VERIFICATIONS, DEFAULT_VERIFICATIONS),
+        "stop_conditions": copy.deepcopy(DEFAULT_STOP_CONDITIONS),
+        "verifications": copy.deepcopy(DEFAULT_VERIFICATIONS),
     }

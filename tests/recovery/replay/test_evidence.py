@@ -35,7 +35,7 @@ from recovery.models import (
     RunState,
 )
 from recovery.permissions import Role
-from recovery.replay import breaker
+from recovery.replay import breaker, services
 from recovery.replay.checks import CheckKind, validate_config
 from recovery.replay.defaults import DEFAULT_STOP_CONDITIONS, DEFAULT_VERIFICATIONS
 from recovery.replay.engine import Worker
@@ -101,13 +101,17 @@ def _consumer(harness: Any, target: Any, group: str) -> DlqAddress:
 
 
 def test_new_plans_get_the_default_stop_conditions_and_verification(make_user, chk_dlq) -> None:
-    plan = plan_draft_create(actor=make_user(Role.OPERATOR), selection=LetterFilter(dlq=(chk_dlq.pk,)), name="new")
+    author = make_user(Role.OPERATOR)
+    plan = plan_draft_create(actor=author, selection=LetterFilter(dlq=(chk_dlq.pk,)), name="new")
 
-    assert plan.stop_conditions == validate_config(CheckKind.STOP_CONDITIONS, DEFAULT_STOP_CONDITIONS)
+    assert plan.stop_conditions == DEFAULT_STOP_CONDITIONS
     assert [c["condition"] for c in plan.stop_conditions] == ["redeadletter_rate", "publish_error_rate"]
-    assert plan.verifications == validate_config(CheckKind.VERIFICATIONS, DEFAULT_VERIFICATIONS)
-    assert plan.verifications == [{"step": "letters_resolved", "seconds": 60, "settle_s": 300, "group": "",
-                                   "queue": ""}]  # fmt: skip
+    assert plan.verifications == DEFAULT_VERIFICATIONS == [{"step": "letters_resolved", "seconds": 60, "settle_s": 300}]
+    # they are valid as they stand: the plan can be changed and submitted with them
+    assert validate_config(CheckKind.STOP_CONDITIONS, plan.stop_conditions)
+    assert validate_config(CheckKind.VERIFICATIONS, plan.verifications)[0]["group"] == ""
+    plan = services.plan_update(actor=author, plan=plan, changes={"rate_per_second": 20})
+    assert plan.verifications == DEFAULT_VERIFICATIONS
 
 
 # -- verified only with evidence, per broker ----------------------------------------------------
