@@ -44,6 +44,7 @@ from recovery.models import (
 from recovery.permissions import Capability, capability_required, user_can
 from recovery.replay import freeze, ordering, plan_items, readers, services
 from recovery.replay import selectors as replay_selectors
+from recovery.replay.evidence import is_inconclusive
 from recovery.triage import selectors as triage_selectors
 from recovery.triage.filters import LetterFilter
 
@@ -52,6 +53,7 @@ INT_FIELDS = (
     "rate_per_second", "batch_size", "workers", "canary_count", "canary_window_seconds", "ramp_interval_seconds",
     "required_approvals",
 )  # fmt: skip
+BREAKER_FIELDS = ("breaker_cooldown_seconds", "breaker_probe_size")  # optional in a posted form
 
 
 def _plan_context(request: HttpRequest, plan: ReplayPlan, form: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -151,7 +153,7 @@ def _dry_run(plan: ReplayPlan) -> dict[str, Any]:
 
 
 def _form_values(plan: ReplayPlan) -> dict[str, Any]:
-    values: dict[str, Any] = {name: getattr(plan, name) for name in ("name", "reason", *INT_FIELDS)}
+    values: dict[str, Any] = {name: getattr(plan, name) for name in ("name", "reason", *INT_FIELDS, *BREAKER_FIELDS)}
     values.update(
         target_broker=plan.target_broker_id or "",
         target_address=plan.target_address,
@@ -173,6 +175,12 @@ def _changes_from(post: Any) -> dict[str, Any]:
             changes[name] = int(post.get(name, ""))
         except ValueError:
             raise RecoveryError(f"{name.replace('_', ' ')}: a whole number") from None
+    for name in BREAKER_FIELDS:
+        if post.get(name, "") != "":
+            try:
+                changes[name] = int(post[name])
+            except ValueError:
+                raise RecoveryError(f"{name.replace('_', ' ')}: a whole number") from None
     try:
         changes["ramp_steps"] = [int(s) for s in post.get("ramp_steps", "").replace(" ", "").split(",") if s]
     except ValueError:
@@ -286,7 +294,7 @@ def _run_context(request: HttpRequest, run: ReplayRun) -> dict[str, Any]:
     counts = dict(
         LedgerEntry.objects.filter(run=run).annotate(shown=leased).values_list("shown").annotate(n=Count("id"))
     )
-    done = sum(counts.get(state, 0) for state in ("published", "failed", "verified", "skipped"))
+    done = sum(counts.get(state, 0) for state in ("published", "failed", "verified", "redeadlettered", "skipped"))
     since = timezone.now() - timedelta(seconds=60)
     per_second = dict(
         LedgerEntry.objects.filter(run=run, published_at__gte=since)
@@ -308,8 +316,13 @@ def _run_context(request: HttpRequest, run: ReplayRun) -> dict[str, Any]:
         "elapsed": _duration(elapsed) if elapsed is not None else "",
         "eta_seconds": round(left / run.plan.rate_per_second) if run.state == RunState.RUNNING and left else None,
         "recent_rate": _recent_rate(run, elapsed or 0),
+        "breaker": run.breaker if run.plan.breaker_cooldown_seconds or run.breaker else None,
         "evidence": [
-            {**step, "details_json": json.dumps(step.get("details") or {}, indent=1, sort_keys=True, default=str)}
+            {
+                **step,
+                "details_json": json.dumps(step.get("details") or {}, indent=1, sort_keys=True, default=str),
+                "inconclusive": is_inconclusive(step),
+            }
             for step in (run.verification if isinstance(run.verification, list) else [])
             if isinstance(step, dict)
         ],

@@ -277,6 +277,22 @@ class KafkaAdapter:
             raise _broker_error(f"cannot measure the lag of {group} on {address.name}", exc.args[0]) from None
         return lag
 
+    def committed_offsets(self, address: DlqAddress) -> dict[int, int]:
+        """The offsets consumer group ``address.group`` committed on topic ``address.name``, per
+        partition (the next offset it will read; a partition it never committed is left out). The
+        positive signal of replay verification (recovery.replay.evidence, issue 15)."""
+        group = _require_group(address)
+        admin = self._admin_client()
+        tps = [TopicPartition(address.name, p) for p in self._topic_partitions(admin, address.name)]
+        try:
+            futures = admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group, tps)], request_timeout=self.timeout
+            )
+            found = futures[group].result().topic_partitions
+        except KafkaException as exc:
+            raise _broker_error(f"cannot read the offsets of {group} on {address.name}", exc.args[0]) from None
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+
     # -- writing -------------------------------------------------------------------------------
 
     def prepare_publish(self, target: Target) -> None:

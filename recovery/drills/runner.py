@@ -220,7 +220,7 @@ class DrillRunJob:
             self.renew()
             replay.refresh_from_db()
         started = datetime.fromisoformat(self.run.observations["replay_started_at"])
-        ok = replay.state == RunState.VERIFIED
+        ok = replay.state in (RunState.VERIFIED, RunState.COMPLETED_NOT_VERIFIED)  # issue 15
         self.record(DrillStep.REPLAYED, started, self.seconds_since("replay_started_at"), ok=ok,
                     detail={"replay_run": replay.pk, "state": replay.state, "published": replay.published,
                             "reason": "" if ok else replay.stop_reason or replay.get_state_display()})  # fmt: skip

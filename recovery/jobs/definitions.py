@@ -24,6 +24,7 @@ from recovery.jobs.queue import enqueue
 from recovery.jobs.registry import JobQueue, job
 from recovery.jobs.watchdog import lost_jobs_recover
 from recovery.observability.depth import dlq_depth_reading_due, dlq_depths_record
+from recovery.replay.breaker import tick as breaker_tick
 from recovery.replay.engine import Worker, watchdog
 from recovery.triage.services import triage_bulk_run
 
@@ -74,8 +75,10 @@ def replay_worker(run_id: int, worker: int) -> None:
 
 @job(queue=JobQueue.PERIODIC)
 def replay_watchdog() -> None:
-    """Re-enqueue the workers of running replays whose heartbeat stopped (a killed worker)."""
+    """Re-enqueue the workers of running replays whose heartbeat stopped (a killed worker), and
+    send the probe of each circuit breaker whose cool-down is over."""
     watchdog()
+    breaker_tick()
 
 
 @job(queue=JobQueue.PERIODIC)

@@ -56,6 +56,11 @@ class ReplayPlan(models.Model):
     stop_conditions = models.JSONField(default=list, blank=True, help_text='[{"condition": name, ...params}]')
     verifications = models.JSONField(default=list, blank=True, help_text='[{"step": name, ...params}]')
     required_approvals = models.PositiveIntegerField(default=1)
+    # Circuit breaker (issue 15, part 3; recovery.replay.breaker): 0 = off.
+    breaker_cooldown_seconds = models.PositiveIntegerField(
+        default=0, help_text="after a stop condition pauses a run: wait this long, then send one probe batch; 0 = off"
+    )
+    breaker_probe_size = models.PositiveIntegerField(default=5, help_text="letters in a circuit breaker's probe batch")
     content_hash = models.CharField(max_length=64, blank=True, help_text="hash of what approvers approve")
     submitted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -169,6 +174,9 @@ class RunState(models.TextChoices):
     PAUSED = "paused", "Paused"
     VERIFYING = "verifying", "Verifying"
     VERIFIED = "verified", "Verified"
+    # Issue 15, part 3: published, but no evidence that the letters were processed (no verification
+    # step, or the evidence could not be gathered). Never shown as verified (invariant 12).
+    COMPLETED_NOT_VERIFIED = "completed_not_verified", "Completed, not verified"
     VERIFICATION_FAILED = "verification_failed", "Verification failed"
     STOPPED = "stopped", "Stopped by a stop condition"
     ABORTED = "aborted", "Aborted"
@@ -199,6 +207,10 @@ class ReplayRun(models.Model):
     phase_started_at = models.DateTimeField(null=True, blank=True)
     stop_reason = models.TextField(blank=True)
     verification = models.JSONField(default=list, blank=True, help_text="evidence of each verification step")
+    # Issue 15, parts 3 and 8 (recovery.replay.evidence, recovery.replay.breaker).
+    resent = models.PositiveIntegerField(default=0, help_text="published again after a worker's lease expired")
+    baseline = models.JSONField(default=dict, blank=True, help_text="target depths read when the run started")
+    breaker = models.JSONField(default=dict, blank=True, help_text="circuit breaker: state, opened_at, probes")
 
     class Meta:
         ordering = ["-created_at"]
@@ -260,6 +272,9 @@ class LedgerEntry(models.Model):
     published_at = models.DateTimeField(null=True, blank=True)
     broker_message_id = models.CharField(max_length=300, blank=True)
     error = models.TextField(blank=True)
+    # Claimed again after its holder's lease expired without an outcome (a lost worker): its next
+    # publish is a re-send (issue 15, part 8). Not indexed, so setting it keeps the claim HOT.
+    resent = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "letter"], name="ledger_once_per_run_letter")]

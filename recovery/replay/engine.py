@@ -59,7 +59,9 @@ from recovery.models import (
     RunState,
 )
 from recovery.observability import replay as telemetry
-from recovery.replay import messages, ordering
+from recovery.replay import breaker, messages, ordering
+from recovery.replay.evidence import run_outcome as evidence_outcome
+from recovery.replay.evidence import settle_ledger
 from recovery.replay.ledger import BATCH_UPDATE_PLAN, CLAIM_PLAN, HELD_BY_OWNER, LedgerThread, Outcome
 from recovery.replay.limiter import LimiterUnavailable, RateLimiter, limiter_client
 from recovery.replay.selectors import failing_preconditions
@@ -132,7 +134,8 @@ _CLAIM_SQL = (
     "(lease_expires_at IS NULL OR lease_expires_at < now()) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED), "
     "claimed AS (UPDATE recovery_ledgerentry l SET lease_owner = %s, "
     "lease_expires_at = now() + make_interval(secs => %s), fencing_token = l.fencing_token + 1, "
-    "attempts = l.attempts + 1 WHERE l.id = ANY(ARRAY(SELECT id FROM picked)) "
+    "attempts = l.attempts + 1, resent = l.resent OR l.lease_expires_at IS NOT NULL "  # a lost holder's row
+    "WHERE l.id = ANY(ARRAY(SELECT id FROM picked)) "
     "RETURNING l.id, l.letter_id, l.item_id, l.fencing_token) "
     "SELECT c.id, c.letter_id, c.item_id, c.fencing_token, i.target, i.replay_id, d.body, d.headers, d.properties, "
     "d.content_type, d.source_message_id, d.identity, d.state FROM claimed c "
@@ -282,6 +285,8 @@ class Worker:
         plan = run.plan
         now = timezone.now()
         elapsed = (now - (run.phase_started_at or now)).total_seconds()
+        if run.phase == breaker.PROBE_PHASE:  # issue 15: a circuit breaker's half-open probe
+            return breaker.probe_phase(run)
         if run.phase == "canary":
             claimed = LedgerEntry.objects.filter(run=run, attempts__gt=0).count()
             if claimed < plan.canary_count:
@@ -338,10 +343,11 @@ class Worker:
         canary, claims are serialised per run so workers never overshoot its size."""
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(CLAIM_PLAN)
-            if run.phase == "canary":
+            if run.phase in ("canary", breaker.PROBE_PHASE):
                 cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [0x7265706C, run.pk])
                 claimed = LedgerEntry.objects.filter(run=run, attempts__gt=0).count()
-                limit = min(limit, run.plan.canary_count - claimed)
+                cap = run.plan.canary_count if run.phase == "canary" else breaker.probe_cap(run)
+                limit = min(limit, cap - claimed)
                 if limit <= 0:
                     return []
             cursor.execute(_CLAIM_SQL, [run.pk, limit, self.owner, settings.RECOVERY_REPLAY_LEASE_SECONDS])
@@ -559,16 +565,7 @@ class Worker:
             time.sleep(SLICE * 5)
         evidence = [{"step": r.name, "ok": r.ok, "reason": r.reason, "details": r.details} for r in results]
         run.refresh_from_db()
-        if run.failed:
-            state, summary = RunState.FAILED, f"{run.failed} letter(s) could not be published"
-        elif all(r.ok for r in results):
-            state = RunState.VERIFIED
-            summary = f"all {len(steps)} verification step(s) passed" if steps else "no verification step configured"
-        else:
-            state, summary = (
-                RunState.VERIFICATION_FAILED,
-                "; ".join(f"{r.name}: {r.reason}" for r in results if not r.ok),
-            )
+        state, summary = evidence_outcome(run, results)  # issue 15: verified only with evidence
         finish_run(run, state=state, summary=summary, evidence=evidence)
         return state
 
@@ -596,6 +593,8 @@ def stop_run(run: ReplayRun, *, reason: str, action: str) -> bool:
         if action == "abort":
             ReplayPlan.objects.filter(pk=run.plan_id).update(state=PlanState.FINISHED)
             lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=False)  # issue 15: unsent: open
+        else:
+            breaker.breaker_opened(run, reason=reason)  # issue 15: the plan's circuit breaker, if any
         RunEvent.objects.create(run=run, kind="stop-condition", message=f"{action}: {reason}"[:1000],
                                 data={"action": action})  # fmt: skip
         audit_record(actor="replay", action=AuditAction.RUN_STOPPED, obj=run,
@@ -612,6 +611,7 @@ def finish_run(run: ReplayRun, *, state: str, summary: str, evidence: list[dict[
         if not moved:
             return False
         ReplayPlan.objects.filter(pk=run.plan_id).update(state=PlanState.FINISHED)
+        settle_ledger(run, state=state)  # issue 15: the one place ledger rows become verified
         # issue 15 letter lifecycle: verified -> letters resolved; letters never sent -> open again
         lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=state == RunState.VERIFIED)
         RunEvent.objects.create(run=run, kind="finished", message=f"{state}: {summary}"[:1000])

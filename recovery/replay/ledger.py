@@ -95,21 +95,22 @@ def record_outcomes(
     row of each published row's group is let go in the same transaction (invariant 13)."""
     confirmed = [o for o in outcomes if o.confirmed]
     refused = [o for o in outcomes if not o.confirmed]
-    published = failed = 0
+    published = failed = resent = 0
     fault_point("replay.recording")  # on the ledger thread, while the worker publishes the next batch
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(BATCH_UPDATE_PLAN)
         if confirmed:
             ids = [o.ledger_id for o in confirmed]
             cursor.execute(
-                "UPDATE recovery_ledgerentry l SET state = 'published', published_at = %s, "  # noqa: S608 - HELD_BY_OWNER is a constant
+                "WITH u AS (UPDATE recovery_ledgerentry l SET state = 'published', published_at = %s, "  # noqa: S608 - HELD_BY_OWNER is a constant
                 "broker_message_id = v.message_id, error = '' "
                 "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(id, token, message_id) "
-                f"WHERE {HELD_BY_OWNER}",
+                f"WHERE {HELD_BY_OWNER} RETURNING l.resent) "
+                "SELECT count(*), count(*) FILTER (WHERE resent) FROM u",  # re-sent: after a lost worker (issue 15)
                 [sent_at, ids, [o.token for o in confirmed], [o.broker_message_id[:300] for o in confirmed], ids,
                  owner],
             )  # fmt: skip
-            published = cursor.rowcount
+            published, resent = cursor.fetchone()
             if ordered and published:
                 cursor.execute(CLAIM_PLAN)
                 ordering.unlock_successors(cursor, run_id, ids)
@@ -130,7 +131,8 @@ def record_outcomes(
             )  # fmt: skip
             failed = sum(1 for (state,) in cursor.fetchall() if state == "failed")
         if published or failed:
-            counters = {"published": F("published") + published, "failed": F("failed") + failed}
+            counters = {"published": F("published") + published, "failed": F("failed") + failed,
+                        "resent": F("resent") + resent}  # fmt: skip
             ReplayRun.objects.filter(pk=run_id).update(**counters)
     return published, failed
 

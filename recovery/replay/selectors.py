@@ -28,6 +28,10 @@ def plan_content_hash(plan: ReplayPlan) -> str:
     values = {name: hashable(getattr(plan, name)) for name in HASHED_FIELDS}
     if plan.replay_again:  # only when set, so the hashes of plans from before issue 15 stay the same
         values["replay_again"] = [True, plan.replay_again_reason]
+    if plan.breaker_cooldown_seconds:  # issue 15: hashed only when on, so older approvals stay valid
+        values.update(
+            breaker_cooldown_seconds=plan.breaker_cooldown_seconds, breaker_probe_size=plan.breaker_probe_size
+        )
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT coalesce(md5(string_agg(letter_id::text || ':' || state || ':' || target::text, ',' "

@@ -38,7 +38,9 @@ from recovery.models import (
 from recovery.observability.replay import replay_run_started
 from recovery.permissions import Capability, ensure_can
 from recovery.replay import freeze, ordering
+from recovery.replay.breaker import validate_breaker
 from recovery.replay.engine import enqueue_workers
+from recovery.replay.evidence import record_baseline
 from recovery.replay.limits import validate_rate_plan
 from recovery.replay.selectors import failing_preconditions, hashable, plan_content_hash, valid_approvals
 from recovery.replay.waiting import plans_shaped_by
@@ -47,6 +49,7 @@ EDITABLE_FIELDS = (
     "name", "reason", "target_broker", "target_address", "target_routing_key", "include_held", "rate_per_second",
     "batch_size", "workers", "canary_count", "canary_window_seconds", "ramp_steps", "ramp_interval_seconds",
     "preconditions", "stop_conditions", "verifications", "required_approvals", "replay_again", "replay_again_reason",
+    "breaker_cooldown_seconds", "breaker_probe_size",
 )  # fmt: skip
 MIN_REASON = 10
 
@@ -74,6 +77,7 @@ def _clean(plan: ReplayPlan, changes: dict[str, Any]) -> dict[str, Any]:
         # identity across plans (invariant 12): replaying letters again is an explicit, written choice
         raise InvalidInput(f"say why these letters are replayed again (at least {MIN_REASON} characters)")
     validate_rate_plan(merged)
+    validate_breaker(merged)
     from recovery.replay.checks import validate_config
 
     for kind in ("preconditions", "stop_conditions", "verifications"):
@@ -319,6 +323,7 @@ def run_start(*, actor: Any, plan: ReplayPlan) -> ReplayRun:
         ordering.hold_successors(run)  # invariant 13: a group's letters wait for the one before them
         run.save(update_fields=["total"])
         replaying = lifecycle.letters_replaying(run.pk)
+        record_baseline(run)  # issue 15: target depths before anything is published
         plan.state = PlanState.RUNNING
         plan.save(update_fields=["state", "updated_at"])
         RunEvent.objects.create(run=run, kind="started", message=f"started by {_name(actor)}: {run.total} letters")

@@ -146,3 +146,7 @@ def http_check(run: ReplayRun, now: datetime, params: dict[str, Any]) -> CheckRe
     answer = http_get(params["url"], timeout_s=params["timeout_s"])
     ok = answer.status == params["expected_status"]
     return (passed if ok else failed)(answer.describe(params["expected_status"]), http=answer.as_dict())
+
+
+# The letters_resolved step (issue 15: verification with evidence) lives in its own module.
+from recovery.replay import evidence as _evidence  # noqa: E402, F401 - registers its step

@@ -42,6 +42,7 @@ from recovery.models import (
 )
 from recovery.observability import metrics
 from recovery.permissions import Capability, ensure_can
+from recovery.replay.defaults import plan_defaults
 from recovery.triage.filters import LetterFilter
 
 SYNC_LIMIT = 1000
@@ -217,13 +218,19 @@ def plan_draft_create(*, actor: Any, selection: LetterFilter, name: str, reason:
             author=actor,
             selection=selection.as_json(),
             selection_summary=selection.describe()[:500],
+            **plan_defaults(),  # issue 15: default stop conditions and verification with evidence
         )
         audit_record(
             actor=actor,
             action=AuditAction.PLAN_CREATED,
             obj=plan,
             summary=f"replay plan {name!r} drafted from {plan.selection_summary}"[:500],
-            after={"name": name, "selection": plan.selection},
+            after={
+                "name": name,
+                "selection": plan.selection,
+                "stop_conditions": plan.stop_conditions,
+                "verifications": plan.verifications,
+            },  # fmt: skip
             reason=plan.reason,
         )
     return plan

@@ -68,7 +68,7 @@ def approved_plan(author: Any, approver: Any, dlq: Any, broker: Any, *, address:
     plan = plan_draft_create(actor=author, selection=LetterFilter(dlq=(dlq.pk,)), name=f"bench {dlq.name}")
     changes = {"target_broker": broker, "target_address": address, "target_routing_key": routing_key,
                "rate_per_second": rate, "batch_size": batch, "workers": workers, "canary_count": 0,
-               "ramp_steps": []}  # fmt: skip
+               "ramp_steps": [], "stop_conditions": [], "verifications": []}  # fmt: skip
     plan = services.plan_update(actor=author, plan=plan, changes=changes)
     plan = services.plan_submit(actor=author, plan=plan)
     return services.plan_approve(actor=approver, plan=plan)

@@ -75,7 +75,7 @@ def test_a_scrape_counts_a_capture_a_run_and_the_replays_that_came_back(
     plan, _author = approved_plan(rabbit, dlq, target, make_user)
     run = start(plan, make_user)
     logs += _burst_worker()
-    assert ReplayRun.objects.get(pk=run.pk).state == RunState.VERIFIED
+    assert ReplayRun.objects.get(pk=run.pk).state == RunState.COMPLETED_NOT_VERIFIED
 
     # The target's consumer failed every replayed message: its queue is now a DLQ of its own.
     back = rabbit.dlq_at(target.routing_key)
@@ -97,7 +97,7 @@ def test_a_scrape_counts_a_capture_a_run_and_the_replays_that_came_back(
     assert value("recovery_dlq_depth", dlq=dlq.name, broker_kind="rabbitmq") == 0
     assert 600 <= value("recovery_dlq_oldest_age_seconds", dlq=dlq.name) < 3600  # failed 10 minutes ago
     assert value("recovery_jobs_total", job="replay_worker", outcome="succeeded") >= 1
-    assert value("recovery_replay_runs", state="verified") >= 1
+    assert value("recovery_replay_runs", state="completed_not_verified") >= 1
     assert all(value("recovery_job_queue_length", queue=queue) == 0 for queue in settings.RECOVERY_JOB_QUEUES)
     assert value("recovery_metrics_source_up", source="database") == 1
 

@@ -20,7 +20,9 @@ def test_it_lists_the_registered_checks_of_each_kind() -> None:
         "consecutive_failures", "health_check_failing", "max_duration", "publish_error_rate", "redeadletter_rate",
         "target_depth_above",
     ]  # fmt: skip
-    assert registered_names(VERIFY) == ["http_check", "no_redeadletter_within", "target_depth_below_within"]
+    assert registered_names(VERIFY) == [
+        "http_check", "letters_resolved", "no_redeadletter_within", "target_depth_below_within"
+    ]  # fmt: skip
 
 
 def test_it_accepts_every_check_with_good_parameters_and_fills_defaults() -> None:

@@ -41,9 +41,9 @@ def test_a_run_publishes_every_letter_once_with_its_identity_headers(harness, ma
     target = harness.target()
     plan, _author = approved_plan(harness, dlq, target, make_user)
     run = start(plan, make_user)
-    assert Worker(run.pk, 0).run() == RunState.VERIFIED
+    assert Worker(run.pk, 0).run() == RunState.COMPLETED_NOT_VERIFIED
     run = ReplayRun.objects.get(pk=run.pk)
-    assert (run.state, run.published, run.failed, run.total) == (RunState.VERIFIED, 25, 0, 25)
+    assert (run.state, run.published, run.failed, run.total) == (RunState.COMPLETED_NOT_VERIFIED, 25, 0, 25)
     assert set(LedgerEntry.objects.filter(run=run).values_list("state", flat=True)) == {AttemptState.PUBLISHED}
 
     received = _drain(harness, target, 25)
@@ -100,6 +100,6 @@ def test_a_worker_connects_to_its_target_before_taking_tokens(rabbit, make_user,
         return acquire(self, *args, **kwargs)
 
     monkeypatch.setattr(RateLimiter, "wait_and_acquire", noting)
-    assert worker.run() == RunState.VERIFIED
+    assert worker.run() == RunState.COMPLETED_NOT_VERIFIED
     assert prepared_at_grants, "the worker took no tokens"
     assert all(rabbit.broker.pk in {broker for broker, _name, _vhost in seen} for seen in prepared_at_grants)

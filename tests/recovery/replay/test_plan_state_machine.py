@@ -16,13 +16,13 @@ refused (and with which error), and checks after every step:
   written or changed); a successful one writes exactly one audit event (invariant 8).
 
 The target is the real RabbitMQ, not a dead endpoint: a run's worker publishes its two letters to
-a fresh queue in a fraction of a second, so the worker rule ends runs as verified (and the queue's
-depth is checked), and the machine goes on to what follows a run: finished plans, another plan
-free to start on the same queue. With a dead target a run could start only under an override and
-its worker would retry until its job's time limit, so no run would ever end on its own. The
-override rule still matters: plans may be edited to share a queue, and then one starts while
-another runs on it only under an admin's override of no_other_active_run_on_target for its
-current content.
+a fresh queue in a fraction of a second, so the worker rule ends runs (completed, not verified: the
+plans have no verification step) and checks the queue's depth, and the machine goes on to what
+follows a run: finished plans, another plan free to start on the same queue. With a dead target a
+run could start only under an override and its worker would retry until its job's time limit, so no
+run would ever end on its own. The override rule still matters: plans may be edited to share a
+queue, and then one starts while another runs on it only under an admin's override of
+no_other_active_run_on_target for its current content.
 
 Examples share the test's database transaction (so on-commit enqueues never fire); each has its
 own letters and queues, so earlier examples' plans and runs never interfere. Each example starts
@@ -97,7 +97,13 @@ RUN_EDGES = {
     None: {RunState.RUNNING},  # run_start creates a run running
     RunState.RUNNING: {RunState.PAUSED, RunState.VERIFYING, RunState.STOPPED, RunState.ABORTED},
     RunState.PAUSED: {RunState.RUNNING, RunState.ABORTED},
-    RunState.VERIFYING: {RunState.VERIFIED, RunState.VERIFICATION_FAILED, RunState.FAILED, RunState.ABORTED},
+    RunState.VERIFYING: {
+        RunState.VERIFIED,
+        RunState.COMPLETED_NOT_VERIFIED,
+        RunState.VERIFICATION_FAILED,
+        RunState.FAILED,
+        RunState.ABORTED,
+    },
 }
 # One worker step walks running -> verifying -> an end; the test never sees verifying itself.
 RUN_STEP_EDGES = {**RUN_EDGES, RunState.RUNNING: RUN_EDGES[RunState.RUNNING] | RUN_EDGES[RunState.VERIFYING]}
@@ -213,7 +219,11 @@ class PlanLifecycle(RuleBasedStateMachine):
         name, author = ("first", "second")[index % 2], self.users["author"]
         plan = plan_draft_create(actor=author, selection=LetterFilter(dlq=(dlq.pk,)), name=name)
         target = {"target_broker": self.world.rabbit.broker, "target_routing_key": self.queues[queue]}
-        services.plan_update(actor=author, plan=plan, changes={**target, "rate_per_second": 1000})
+        services.plan_update(
+            actor=author,
+            plan=plan,
+            changes={**target, "rate_per_second": 1000, "stop_conditions": [], "verifications": []},
+        )
         settings_ = {"name": name, "rate_per_second": 1000, "required_approvals": 1, "target": queue}
         self.plans.append(PlanModel(pk=plan.pk, state=PlanState.DRAFT, settings=settings_))
 
@@ -479,10 +489,10 @@ class PlanLifecycle(RuleBasedStateMachine):
         if model.state != RunState.RUNNING:
             assert self._snapshot() == before, f"a worker moved a {model.state} run ({outcome})"
             return
-        assert outcome == RunState.VERIFIED
+        assert outcome == RunState.COMPLETED_NOT_VERIFIED  # no verification step (issue 15)
         row = ReplayRun.objects.get(pk=run)
-        assert (row.state, row.published, row.failed) == (RunState.VERIFIED, LETTERS_PER_PLAN, 0)
-        model.state = RunState.VERIFIED
+        assert (row.state, row.published, row.failed) == (RunState.COMPLETED_NOT_VERIFIED, LETTERS_PER_PLAN, 0)
+        model.state = RunState.COMPLETED_NOT_VERIFIED
         queue = self.queues[self.plans[model.plan].settings["target"]]
         self.delivered[queue] += LETTERS_PER_PLAN
         self._finished(model)
