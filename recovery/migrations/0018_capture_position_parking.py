@@ -28,7 +28,7 @@ SELECT setval('recovery_deadletter_position_seq', GREATEST((SELECT count(*) FROM
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("recovery", "0016_drill_run_job_lifecycle"),
+        ("recovery", "0017_targets_and_duplicates"),
     ]
 
     operations = [

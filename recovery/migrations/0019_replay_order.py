@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("recovery", "0016_drill_run_job_lifecycle"),
+        ("recovery", "0018_capture_position_parking"),
     ]
 
     operations = [

@@ -31,7 +31,7 @@ BACKFILL = [
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("recovery", "0016_drill_run_job_lifecycle"),
+        ("recovery", "0019_replay_order"),
     ]
 
     operations = [

@@ -38,7 +38,7 @@ def backward(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("recovery", "0016_drill_run_job_lifecycle")]
+    dependencies = [("recovery", "0020_letter_lifecycle")]
 
     operations = [
         migrations.AddField(
