@@ -15,7 +15,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Case, Count, F, Value, When
 from django.db.models.functions import TruncSecond
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -43,6 +43,7 @@ from recovery.models import (
 )
 from recovery.permissions import Capability, capability_required, user_can
 from recovery.replay import freeze, ordering, plan_items, readers, services
+from recovery.replay import run_ledger as run_ledger_rows
 from recovery.replay import selectors as replay_selectors
 from recovery.replay.evidence import is_inconclusive
 from recovery.triage import selectors as triage_selectors
@@ -420,3 +421,35 @@ def run_release(request: HttpRequest, run_id: int) -> HttpResponse:
 @capability_required(Capability.VIEW)
 def runs(request: HttpRequest) -> HttpResponse:
     return render(request, "console/runs.html", {"runs": ReplayRun.objects.select_related("plan", "started_by")[:200]})
+
+
+@capability_required(Capability.VIEW)
+def run_ledger(request: HttpRequest, run_id: int) -> HttpResponse:
+    """What the run did, letter by letter: outcome filter, 100 rows a page, CSV/JSONL export."""
+    run = get_object_or_404(ReplayRun.objects.select_related("plan"), pk=run_id)
+    outcome = request.GET.get("outcome", "")
+    outcome = outcome if outcome in run_ledger_rows.OUTCOMES else ""
+    page, rows = run_ledger_rows.ledger_page(run, outcome, request.GET.get("page"), user=request.user)
+    return render(
+        request,
+        "console/run_ledger.html",
+        {"run": run, "outcome": outcome, "outcomes": run_ledger_rows.OUTCOMES, "page": page, "rows": rows},
+    )
+
+
+@require_POST
+@capability_required(Capability.VIEW)
+def run_ledger_export(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Stream the filtered ledger (POST: the export writes an audit event first)."""
+    run = get_object_or_404(ReplayRun, pk=run_id)
+    fmt = request.POST.get("format", "csv")
+    outcome = request.POST.get("outcome", "")
+    try:
+        lines = run_ledger_rows.ledger_export(actor=request.user, run=run, outcome=outcome, fmt=fmt)
+    except RecoveryError as exc:
+        messages.error(request, str(exc))
+        return redirect("run-ledger", run_id=run.pk)
+    response = StreamingHttpResponse(lines, content_type=run_ledger_rows.EXPORT_FORMATS[fmt])
+    suffix = f"-{outcome}" if outcome in run_ledger_rows.OUTCOMES else ""
+    response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-ledger{suffix}.{fmt}"'
+    return response

@@ -50,6 +50,7 @@ class AuditAction(models.TextChoices):
     RUN_ABORTED = "run.aborted", "Replay run aborted"
     RUN_STOPPED = "run.stopped", "Replay run stopped by a stop condition"
     RUN_FINISHED = "run.finished", "Replay run finished"
+    RUN_LEDGER_EXPORTED = "run.ledger_exported", "Replay run ledger exported"
     RUN_ORDER_BLOCKED = "run.order_blocked", "Replay run paused: ordered groups blocked"
     RUN_ORDER_RELEASED = "run.order_released", "Ordered groups released"
     LETTERS_REPLAYED = "letters.replayed", "Letters replayed (published, confirmed)"

@@ -91,7 +91,7 @@ class DeadLetterState(models.TextChoices):
     Every move is made by recovery.letters.lifecycle, called from the service that causes it."""
 
     CAPTURED = "captured", "Captured (open)"
-    OVERSIZE = "oversize", "Oversize: metadata only, message left on the broker"
+    OVERSIZE = "oversize", "Oversize: body parked in object storage (or, until it is, left on the broker)"
     HELD = "held", "Held by triage"
     DISCARDED = "discarded", "Discarded by an operator (kept, never replayed)"
     PLANNED = "planned", "In a plan"
