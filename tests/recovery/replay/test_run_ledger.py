@@ -89,7 +89,8 @@ def test_an_export_of_the_resent_rows_is_audited_and_parses(ledger, make_user) -
 
     response = client.post(f"/runs/{run.pk}/ledger/export/", {"format": "csv", "outcome": "resent"})
     records = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert [(r["letter"], r["resent"], r["attempts"]) for r in records] == [(str(rows["resent"].letter_id), "True", "2")]
+    expected = [(str(rows["resent"].letter_id), "True", "2")]
+    assert [(r["letter"], r["resent"], r["attempts"]) for r in records] == expected
     assert 'filename="run-' in response["Content-Disposition"]
     event = AuditEvent.objects.get(action=AuditAction.RUN_LEDGER_EXPORTED)
     assert event.actor_id == user.pk and event.object_id == str(run.pk)
