@@ -159,10 +159,10 @@ def _dead_letter_all(harness: Any, work_url: str, total: int) -> None:
     raise AssertionError(f"the work queue did not dead-letter its {total} messages")
 
 
-def _receive_fifo(harness: Any, url: str, expected: int) -> list[tuple[str, int]]:
+def _receive_fifo(harness: Any, url: str, expected: int, timeout: float = 60) -> list[tuple[str, int]]:
     """A consumer of the target: receives, records (group, n) in delivery order, deletes."""
     received: list[tuple[str, int]] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while len(received) < expected and time.monotonic() < deadline:
         messages = harness.client.receive_message(
             QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=30
@@ -210,9 +210,8 @@ def test_sqs_fifo_letter_discarded_mid_group_blocks_the_rest_until_released(sqs_
     target = _fifo_target(sqs_harness)
     plan, _author = approved_plan(sqs_harness, dlq, target, make_user, workers=2, batch_size=10)
     blocker = next(x for x in letters if json.loads(bytes(x.body)) == {"g": "g1", "n": 2})
-    _discard(blocker, make_user)  # meanwhile: after the freeze, before the run
-
     run = start(plan, make_user)
+    _discard(blocker, make_user)  # meanwhile: the run has started, its workers have not sent it yet
     _run_workers(run)
     run.refresh_from_db()
     assert run.state == RunState.PAUSED
@@ -226,7 +225,7 @@ def test_sqs_fifo_letter_discarded_mid_group_blocks_the_rest_until_released(sqs_
 
     first = _receive_fifo(sqs_harness, target.name, 6 + 6 + 2)
     assert _by_group(first) == {"g0": list(range(6)), "g1": [0, 1], "g2": list(range(6))}
-    assert _receive_fifo(sqs_harness, target.name, 1) == []  # the rest of g1 waits
+    assert _receive_fifo(sqs_harness, target.name, 1, timeout=3) == []  # the rest of g1 waits
 
     operator = client_for(Role.OPERATOR)
     assert operator.get(f"/runs/{run.pk}/release/").status_code == 405
@@ -249,8 +248,8 @@ def test_releasing_a_blocked_group_needs_the_run_capability_and_a_reason(sqs_har
     dlq, letters = _sqs_dlq_of(sqs_harness, 1, 3)
     target = _fifo_target(sqs_harness)
     plan, _author = approved_plan(sqs_harness, dlq, target, make_user, workers=1)
-    _discard(letters[0], make_user)
     run = start(plan, make_user)
+    _discard(letters[0], make_user)
     _run_workers(run, workers=1)
     run.refresh_from_db()
     assert run.state == RunState.PAUSED
@@ -343,9 +342,8 @@ def test_kafka_record_discarded_mid_key_blocks_the_rest_of_its_key_until_release
     target = _kafka_target(kafka_harness)
     plan, _author = approved_plan(kafka_harness, dlq, target, make_user, workers=2, batch_size=10)
     blocker = next(x for x in letters if json.loads(bytes(x.body)) == {"g": "k1", "n": 2})
-    _discard(blocker, make_user)
-
     run = start(plan, make_user)
+    _discard(blocker, make_user)  # meanwhile
     _run_workers(run)
     run.refresh_from_db()
     assert run.state == RunState.PAUSED
