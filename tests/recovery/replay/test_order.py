@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic
-from django.db import connection
+from django.db import connection, transaction
 
 from recovery.brokers.base import Target
 from recovery.capture.services import capture_pass_request, capture_pass_run
@@ -407,3 +407,34 @@ def test_freeze_ranks_the_letters_of_a_group_by_their_sequence_number(sqs_harnes
     by_id = PlanItem.objects.filter(plan=plan).select_related("letter").order_by("pk")
     sequence = [int(item.letter.properties["SequenceNumber"]) for item in by_id]
     assert sequence == sorted(sequence)
+
+
+def test_letting_the_next_letter_of_a_group_go_uses_index_lookups_after_the_statistics_change(make_user) -> None:
+    """Recording a batch published also unlocks each group's next row (recovery.replay.ordering):
+    with the claim's nested-loop plan that is a few index lookups per row, never a scan of the
+    run's ledger or of the plan's items, whatever ANALYZE last saw."""
+    from datetime import UTC, datetime
+
+    from recovery.models import ORDER_HELD
+    from recovery.replay.ledger import CLAIM_PLAN
+    from tests.factories import LedgerEntryFactory, PlanItemFactory, ReplayRunFactory
+
+    run = ReplayRunFactory()
+    rows = []
+    for group in range(5):
+        for position in range(1, 11):
+            item = PlanItemFactory(plan=run.plan, ordering_group=f"sqs-fifo:{group}", ordering_position=position)
+            held = {"lease_owner": ORDER_HELD, "lease_expires_at": datetime(9999, 1, 1, tzinfo=UTC)}
+            rows.append(LedgerEntryFactory(run=run, item=item, **(held if position > 1 else {})))
+    firsts = [row.pk for row in rows[::10]]
+    LedgerEntry.objects.filter(pk__in=firsts).update(state=AttemptState.PUBLISHED)
+    with transaction.atomic(), connection.cursor() as cursor:  # SET LOCAL holds inside a transaction, as it runs
+        cursor.execute("ANALYZE recovery_ledgerentry")
+        cursor.execute("ANALYZE recovery_planitem")
+        cursor.execute(CLAIM_PLAN)
+        cursor.execute("EXPLAIN (FORMAT TEXT) " + ordering.UNLOCK_NEXT_SQL, [firsts, run.pk, ORDER_HELD])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "Seq Scan" not in plan and "Hash" not in plan, plan
+        assert ordering.unlock_successors(cursor, run.pk, firsts) == 5
+    unlocked = LedgerEntry.objects.filter(run=run, state=AttemptState.PENDING).exclude(lease_owner=ORDER_HELD)
+    assert sorted(unlocked.values_list("item__ordering_position", flat=True)) == [2] * 5
