@@ -244,6 +244,24 @@ def test_sqs_fifo_letter_discarded_mid_group_blocks_the_rest_until_released(sqs_
     assert rest == [("g1", 3), ("g1", 4), ("g1", 5)]
 
 
+def test_a_letter_the_target_keeps_refusing_holds_the_rest_of_its_group(sqs_harness, make_user, test_redis) -> None:
+    """The first letter of a group that fails after its attempts blocks the group; other groups go."""
+    dlq, letters = _sqs_dlq_of(sqs_harness, 2, 3)
+    refused = next(x for x in letters if json.loads(bytes(x.body)) == {"g": "g0", "n": 0})
+    # a body SQS does not accept (U+0001): the adapter refuses it on every attempt, unaltered
+    DeadLetter.objects.filter(pk=refused.pk).update(body=b'{"g": "g0", "n": 0, "x": "\x01"}')
+    target = _fifo_target(sqs_harness)
+    plan, _author = approved_plan(sqs_harness, dlq, target, make_user, workers=2)
+    run = start(plan, make_user)
+    _run_workers(run)
+    run.refresh_from_db()
+    assert run.state == RunState.PAUSED and (run.published, run.failed) == (3, 1)
+    [group] = ordering.blocked_groups(run)
+    assert group.blocker_letter_id == refused.pk and group.waiting == 2
+    assert group.why.startswith("failed: body holds U+0001")
+    assert _by_group(_receive_fifo(sqs_harness, target.name, 3)) == {"g1": [0, 1, 2]}
+
+
 def test_releasing_a_blocked_group_needs_the_run_capability_and_a_reason(sqs_harness, make_user, test_redis,
                                                                          client_for) -> None:  # fmt: skip
     dlq, letters = _sqs_dlq_of(sqs_harness, 1, 3)
