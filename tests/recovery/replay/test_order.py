@@ -412,6 +412,25 @@ def test_an_unordered_plan_has_no_held_rows(rabbit, make_user, test_redis) -> No
     assert ReplayRun.objects.get(pk=run.pk).published == 5
 
 
+def test_rabbitmq_letters_go_out_in_capture_order_with_one_worker(rabbit, make_user, test_redis) -> None:
+    from recovery.brokers.registry import adapter_for
+    from tests.recovery.replay.helpers import captured_letters
+
+    dlq, _letters = captured_letters(rabbit, 30)
+    target = rabbit.target()
+    plan, _author = approved_plan(rabbit, dlq, target, make_user, workers=1, batch_size=7)
+    assert "with 1 worker (this plan's setting)" in " ".join(ordering.plan_guarantee(plan).lines)
+    run = start(plan, make_user)
+    assert Worker(run.pk, 0).run() in (RunState.VERIFIED, "verifying")
+    adapter = adapter_for(rabbit.broker, timeout=10)
+    try:
+        received = adapter.receive(rabbit.target_address(target), max_messages=30, wait_seconds=2)
+        adapter.remove(rabbit.target_address(target), received)
+    finally:
+        adapter.close()
+    assert [int(message.headers["x-seq"]) for message in received] == list(range(30))
+
+
 def test_freeze_ranks_the_letters_of_a_group_by_their_sequence_number(sqs_harness, make_user, test_redis) -> None:
     dlq, letters = _sqs_dlq_of(sqs_harness, 2, 5)
     plan, _author = approved_plan(sqs_harness, dlq, _fifo_target(sqs_harness), make_user)
