@@ -121,19 +121,23 @@ def hold_successors(run: ReplayRun) -> int:
         return cursor.rowcount
 
 
+# The held rows that follow rows just published in their group (parameters: the published ids,
+# the run, ORDER_HELD).
+UNLOCK_NEXT_SQL = (
+    "UPDATE recovery_ledgerentry n SET lease_owner = '', lease_expires_at = NULL "
+    "FROM recovery_ledgerentry l JOIN recovery_planitem i ON i.id = l.item_id "
+    "JOIN recovery_planitem ni ON ni.plan_id = i.plan_id AND ni.ordering_group = i.ordering_group "
+    "AND ni.ordering_position = i.ordering_position + 1 AND ni.ordering_group <> '' "
+    "WHERE l.id = ANY(%s::bigint[]) AND l.state = 'published' AND i.ordering_group <> '' "
+    "AND n.run_id = %s AND n.letter_id = ni.letter_id AND n.state = 'pending' AND n.lease_owner = %s"
+)
+
+
 def unlock_successors(cursor: Any, run_id: int, published_ids: list[int]) -> int:
     """Inside the transaction that records ``published_ids`` published: the next row of each of
     their groups may go now. Primary-key and index lookups per row (the caller runs it with
     nested loops only, as a claim: a hash join would read the whole run's ledger each batch)."""
-    cursor.execute(
-        "UPDATE recovery_ledgerentry n SET lease_owner = '', lease_expires_at = NULL "
-        "FROM recovery_ledgerentry l JOIN recovery_planitem i ON i.id = l.item_id "
-        "JOIN recovery_planitem ni ON ni.plan_id = i.plan_id AND ni.ordering_group = i.ordering_group "
-        "AND ni.ordering_position = i.ordering_position + 1 AND ni.ordering_group <> '' "
-        "WHERE l.id = ANY(%s::bigint[]) AND l.state = 'published' AND i.ordering_group <> '' "
-        "AND n.run_id = %s AND n.letter_id = ni.letter_id AND n.state = 'pending' AND n.lease_owner = %s",
-        [published_ids, run_id, ORDER_HELD],
-    )
+    cursor.execute(UNLOCK_NEXT_SQL, [published_ids, run_id, ORDER_HELD])
     return cursor.rowcount
 
 

@@ -164,6 +164,7 @@ def _replay_calls(admin: Any, operator: Any, approver: Any, dlq: DeadLetterQueue
     )  # fmt: skip
     running = ReplayRunFactory(plan=plan("running"), state=RunState.RUNNING)
     paused = ReplayRunFactory(plan=plan("running"), state=RunState.PAUSED, control="pause")
+    blocked = _blocked_run(operator)
     return {
         "recovery.replay.services.plan_update": lambda: replay.plan_update(
             actor=operator, plan=draft, changes={"rate_per_second": 20}
@@ -181,7 +182,26 @@ def _replay_calls(admin: Any, operator: Any, approver: Any, dlq: DeadLetterQueue
         "recovery.replay.services.run_pause": lambda: replay.run_pause(actor=operator, run=running),
         "recovery.replay.services.run_resume": lambda: replay.run_resume(actor=operator, run=paused),
         "recovery.replay.services.run_abort": lambda: replay.run_abort(actor=operator, run=running),
+        "recovery.replay.services.run_release_blocked": lambda: replay.run_release_blocked(
+            actor=operator, run=blocked, reason="its letter 1 is obsolete"
+        ),
     }
+
+
+def _blocked_run(operator: Any) -> Any:
+    """A paused run whose ordered group waits behind its first letter, which failed."""
+    from datetime import UTC, datetime
+
+    from recovery.models import ORDER_HELD, AttemptState, RunState
+    from tests.factories import LedgerEntryFactory, PlanItemFactory
+
+    run = ReplayRunFactory(plan=ReplayPlanFactory(author=operator), state=RunState.PAUSED, control="pause")
+    first, second = (
+        PlanItemFactory(plan=run.plan, ordering_group="sqs-fifo:audit", ordering_position=n) for n in (1, 2)
+    )
+    LedgerEntryFactory(run=run, item=first, state=AttemptState.FAILED, attempts=3)
+    LedgerEntryFactory(run=run, item=second, lease_owner=ORDER_HELD, lease_expires_at=datetime(9999, 1, 1, tzinfo=UTC))
+    return run
 
 
 def _classification_calls(admin: Any) -> dict[str, Callable[[], Any]]:
@@ -274,6 +294,7 @@ AUDITED = [
     "recovery.replay.services.run_pause",
     "recovery.replay.services.run_resume",
     "recovery.replay.services.run_abort",
+    "recovery.replay.services.run_release_blocked",
     "recovery.triage.services.plan_draft_create",
     "recovery.triage.services.runbook_save",
     "recovery.triage.services.group_runbook_set",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic
-from django.db import connection
+from django.db import connection, transaction
 
 from recovery.brokers.base import Target
 from recovery.capture.services import capture_pass_request, capture_pass_run
@@ -159,10 +159,10 @@ def _dead_letter_all(harness: Any, work_url: str, total: int) -> None:
     raise AssertionError(f"the work queue did not dead-letter its {total} messages")
 
 
-def _receive_fifo(harness: Any, url: str, expected: int) -> list[tuple[str, int]]:
+def _receive_fifo(harness: Any, url: str, expected: int, timeout: float = 60) -> list[tuple[str, int]]:
     """A consumer of the target: receives, records (group, n) in delivery order, deletes."""
     received: list[tuple[str, int]] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while len(received) < expected and time.monotonic() < deadline:
         messages = harness.client.receive_message(
             QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=30
@@ -184,14 +184,15 @@ def _sqs_dlq_of(harness: Any, groups: int, per_group: int) -> tuple[Any, list[De
     return dlq, _capture_all(dlq, groups * per_group)
 
 
-def test_sqs_fifo_groups_reach_the_target_in_their_dlq_order_with_two_workers(sqs_harness, make_user,
-                                                                               test_redis) -> None:  # fmt: skip
+def test_sqs_fifo_groups_reach_the_target_in_their_dlq_order_with_two_workers(sqs_harness, make_user, test_redis,
+                                                                               client_for) -> None:  # fmt: skip
     dlq, letters = _sqs_dlq_of(sqs_harness, GROUPS, PER_GROUP)
     target = _fifo_target(sqs_harness)
     plan, _author = approved_plan(sqs_harness, dlq, target, make_user, workers=2, batch_size=10)
     items = PlanItem.objects.filter(plan=plan)
     assert items.exclude(ordering_group="").values("ordering_group").distinct().count() == GROUPS
-    assert "SQS FIFO: 200 letter(s) in 10 message group(s)" in " ".join(ordering.plan_guarantee(plan).lines)
+    page = client_for(Role.APPROVER).get(f"/plans/{plan.pk}/").content.decode()
+    assert "SQS FIFO: 200 letter(s) in 10 message group(s) go out in their DLQ order" in page  # before approving
 
     run = start(plan, make_user)
     _run_workers(run)
@@ -210,9 +211,8 @@ def test_sqs_fifo_letter_discarded_mid_group_blocks_the_rest_until_released(sqs_
     target = _fifo_target(sqs_harness)
     plan, _author = approved_plan(sqs_harness, dlq, target, make_user, workers=2, batch_size=10)
     blocker = next(x for x in letters if json.loads(bytes(x.body)) == {"g": "g1", "n": 2})
-    _discard(blocker, make_user)  # meanwhile: after the freeze, before the run
-
     run = start(plan, make_user)
+    _discard(blocker, make_user)  # meanwhile: the run has started, its workers have not sent it yet
     _run_workers(run)
     run.refresh_from_db()
     assert run.state == RunState.PAUSED
@@ -226,7 +226,7 @@ def test_sqs_fifo_letter_discarded_mid_group_blocks_the_rest_until_released(sqs_
 
     first = _receive_fifo(sqs_harness, target.name, 6 + 6 + 2)
     assert _by_group(first) == {"g0": list(range(6)), "g1": [0, 1], "g2": list(range(6))}
-    assert _receive_fifo(sqs_harness, target.name, 1) == []  # the rest of g1 waits
+    assert _receive_fifo(sqs_harness, target.name, 1, timeout=3) == []  # the rest of g1 waits
 
     operator = client_for(Role.OPERATOR)
     assert operator.get(f"/runs/{run.pk}/release/").status_code == 405
@@ -244,13 +244,31 @@ def test_sqs_fifo_letter_discarded_mid_group_blocks_the_rest_until_released(sqs_
     assert rest == [("g1", 3), ("g1", 4), ("g1", 5)]
 
 
+def test_a_letter_the_target_keeps_refusing_holds_the_rest_of_its_group(sqs_harness, make_user, test_redis) -> None:
+    """The first letter of a group that fails after its attempts blocks the group; other groups go."""
+    dlq, letters = _sqs_dlq_of(sqs_harness, 2, 3)
+    refused = next(x for x in letters if json.loads(bytes(x.body)) == {"g": "g0", "n": 0})
+    # a body SQS does not accept (U+0001): the adapter refuses it on every attempt, unaltered
+    DeadLetter.objects.filter(pk=refused.pk).update(body=b'{"g": "g0", "n": 0, "x": "\x01"}')
+    target = _fifo_target(sqs_harness)
+    plan, _author = approved_plan(sqs_harness, dlq, target, make_user, workers=2)
+    run = start(plan, make_user)
+    _run_workers(run)
+    run.refresh_from_db()
+    assert run.state == RunState.PAUSED and (run.published, run.failed) == (3, 1)
+    [group] = ordering.blocked_groups(run)
+    assert group.blocker_letter_id == refused.pk and group.waiting == 2
+    assert group.why.startswith("failed: body holds U+0001")
+    assert _by_group(_receive_fifo(sqs_harness, target.name, 3)) == {"g1": [0, 1, 2]}
+
+
 def test_releasing_a_blocked_group_needs_the_run_capability_and_a_reason(sqs_harness, make_user, test_redis,
                                                                          client_for) -> None:  # fmt: skip
     dlq, letters = _sqs_dlq_of(sqs_harness, 1, 3)
     target = _fifo_target(sqs_harness)
     plan, _author = approved_plan(sqs_harness, dlq, target, make_user, workers=1)
-    _discard(letters[0], make_user)
     run = start(plan, make_user)
+    _discard(letters[0], make_user)
     _run_workers(run, workers=1)
     run.refresh_from_db()
     assert run.state == RunState.PAUSED
@@ -343,9 +361,8 @@ def test_kafka_record_discarded_mid_key_blocks_the_rest_of_its_key_until_release
     target = _kafka_target(kafka_harness)
     plan, _author = approved_plan(kafka_harness, dlq, target, make_user, workers=2, batch_size=10)
     blocker = next(x for x in letters if json.loads(bytes(x.body)) == {"g": "k1", "n": 2})
-    _discard(blocker, make_user)
-
     run = start(plan, make_user)
+    _discard(blocker, make_user)  # meanwhile
     _run_workers(run)
     run.refresh_from_db()
     assert run.state == RunState.PAUSED
@@ -395,6 +412,25 @@ def test_an_unordered_plan_has_no_held_rows(rabbit, make_user, test_redis) -> No
     assert ReplayRun.objects.get(pk=run.pk).published == 5
 
 
+def test_rabbitmq_letters_go_out_in_capture_order_with_one_worker(rabbit, make_user, test_redis) -> None:
+    from recovery.brokers.registry import adapter_for
+    from tests.recovery.replay.helpers import captured_letters
+
+    dlq, _letters = captured_letters(rabbit, 30)
+    target = rabbit.target()
+    plan, _author = approved_plan(rabbit, dlq, target, make_user, workers=1, batch_size=7)
+    assert "with 1 worker (this plan's setting)" in " ".join(ordering.plan_guarantee(plan).lines)
+    run = start(plan, make_user)
+    assert Worker(run.pk, 0).run() in (RunState.VERIFIED, "verifying")
+    adapter = adapter_for(rabbit.broker, timeout=10)
+    try:
+        received = adapter.receive(rabbit.target_address(target), max_messages=30, wait_seconds=2)
+        adapter.remove(rabbit.target_address(target), received)
+    finally:
+        adapter.close()
+    assert [int(message.headers["x-seq"]) for message in received] == list(range(30))
+
+
 def test_freeze_ranks_the_letters_of_a_group_by_their_sequence_number(sqs_harness, make_user, test_redis) -> None:
     dlq, letters = _sqs_dlq_of(sqs_harness, 2, 5)
     plan, _author = approved_plan(sqs_harness, dlq, _fifo_target(sqs_harness), make_user)
@@ -409,3 +445,34 @@ def test_freeze_ranks_the_letters_of_a_group_by_their_sequence_number(sqs_harnes
     by_id = PlanItem.objects.filter(plan=plan).select_related("letter").order_by("pk")
     sequence = [int(item.letter.properties["SequenceNumber"]) for item in by_id]
     assert sequence == sorted(sequence)
+
+
+def test_letting_the_next_letter_of_a_group_go_uses_index_lookups_after_the_statistics_change(make_user) -> None:
+    """Recording a batch published also unlocks each group's next row (recovery.replay.ordering):
+    with the claim's nested-loop plan that is a few index lookups per row, never a scan of the
+    run's ledger or of the plan's items, whatever ANALYZE last saw."""
+    from datetime import UTC, datetime
+
+    from recovery.models import ORDER_HELD
+    from recovery.replay.ledger import CLAIM_PLAN
+    from tests.factories import LedgerEntryFactory, PlanItemFactory, ReplayRunFactory
+
+    run = ReplayRunFactory()
+    rows = []
+    for group in range(5):
+        for position in range(1, 11):
+            item = PlanItemFactory(plan=run.plan, ordering_group=f"sqs-fifo:{group}", ordering_position=position)
+            held = {"lease_owner": ORDER_HELD, "lease_expires_at": datetime(9999, 1, 1, tzinfo=UTC)}
+            rows.append(LedgerEntryFactory(run=run, item=item, **(held if position > 1 else {})))
+    firsts = [row.pk for row in rows[::10]]
+    LedgerEntry.objects.filter(pk__in=firsts).update(state=AttemptState.PUBLISHED)
+    with transaction.atomic(), connection.cursor() as cursor:  # SET LOCAL holds inside a transaction, as it runs
+        cursor.execute("ANALYZE recovery_ledgerentry")
+        cursor.execute("ANALYZE recovery_planitem")
+        cursor.execute(CLAIM_PLAN)
+        cursor.execute("EXPLAIN (FORMAT TEXT) " + ordering.UNLOCK_NEXT_SQL, [firsts, run.pk, ORDER_HELD])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "Seq Scan" not in plan and "Hash" not in plan, plan
+        assert ordering.unlock_successors(cursor, run.pk, firsts) == 5
+    unlocked = LedgerEntry.objects.filter(run=run, state=AttemptState.PENDING).exclude(lease_owner=ORDER_HELD)
+    assert sorted(unlocked.values_list("item__ordering_position", flat=True)) == [2] * 5
