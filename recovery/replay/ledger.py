@@ -106,8 +106,6 @@ def record_outcomes(run_id: int, owner: str, outcomes: list[Outcome], sent_at: d
                  owner],
             )  # fmt: skip
             published = cursor.rowcount
-            if published:  # issue 15: their letters are replayed (one audit event per batch)
-                lifecycle.letters_replayed(run_id=run_id, ledger_ids=ids)
         if refused:
             ids = [o.ledger_id for o in refused]
             cursor.execute(
@@ -124,6 +122,8 @@ def record_outcomes(run_id: int, owner: str, outcomes: list[Outcome], sent_at: d
         if published or failed:
             counters = {"published": F("published") + published, "failed": F("failed") + failed}
             ReplayRun.objects.filter(pk=run_id).update(**counters)
+        if published:  # issue 15: their letters are replayed (after the run's row: lock order, see lifecycle)
+            lifecycle.letters_replayed(run_id=run_id, ledger_ids=[o.ledger_id for o in confirmed])
     return published, failed
 
 
