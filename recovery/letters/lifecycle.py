@@ -112,7 +112,13 @@ def letters_replayed(*, run_id: int, ledger_ids: Sequence[int]) -> int:
     letters are replayed. A letter replayed, resolved or returned already stays as it is (a row
     published again after a lost lease). The letters are found through the listed ledger rows
     (an array, no join: the ledger's batch transaction disables nested loops). One audit event
-    per batch."""
+    per batch.
+
+    Cost (measured 2026-12-07, 2-core machine): about 70 us per letter, a non-HOT update of a
+    wide row with its indexes, on the ledger thread. It overlaps publishing on RabbitMQ (no
+    change in the 20,000-letter benchmark) but not at Kafka's rates (one worker: about 3,900
+    against 6,700 msg/s side by side on a busy machine). Narrowing it (a letter-state table of
+    its own, or moving the write off the ledger thread) is a follow-up."""
     letters = _execute(
         "UPDATE recovery_deadletter SET state = %s, state_before_plan = '', state_changed_at = %s "
         "WHERE id = ANY(ARRAY(SELECT letter_id FROM recovery_ledgerentry WHERE id = ANY(%s::bigint[]) "
