@@ -140,7 +140,6 @@ class Migration(migrations.Migration):
                     ("letters.replayed", "Letters replayed (published, confirmed)"),
                     ("letters.resolved", "Letters resolved (replay verified)"),
                     ("letters.returned", "Replayed letters came back to a DLQ"),
-                    ("letters.reopened", "Letters back to open (their plan did not send them)"),
                     ("drill.created", "Drill defined"),
                     ("drill.updated", "Drill changed"),
                     ("drill.approved", "Drill approved"),

@@ -56,7 +56,6 @@ class AuditAction(models.TextChoices):
     LETTERS_REPLAYED = "letters.replayed", "Letters replayed (published, confirmed)"
     LETTERS_RESOLVED = "letters.resolved", "Letters resolved (replay verified)"
     LETTERS_RETURNED = "letters.returned", "Replayed letters came back to a DLQ"
-    LETTERS_REOPENED = "letters.reopened", "Letters back to open (their plan did not send them)"
     DRILL_CREATED = "drill.created", "Drill defined"
     DRILL_UPDATED = "drill.updated", "Drill changed"
     DRILL_APPROVED = "drill.approved", "Drill approved"

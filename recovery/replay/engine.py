@@ -590,16 +590,18 @@ def stop_run(run: ReplayRun, *, reason: str, action: str) -> bool:
         )  # fmt: skip
         if not moved:
             return False
+        settled = None
         if action == "abort":
             ReplayPlan.objects.filter(pk=run.plan_id).update(state=PlanState.FINISHED)
-            lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=False)  # issue 15: unsent: open
+            # issue 15: letters it never sent are open again (counted in the audit event)
+            settled = lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=False)
         else:
             breaker.breaker_opened(run, reason=reason)  # issue 15: the plan's circuit breaker, if any
         RunEvent.objects.create(run=run, kind="stop-condition", message=f"{action}: {reason}"[:1000],
                                 data={"action": action})  # fmt: skip
         audit_record(actor="replay", action=AuditAction.RUN_STOPPED, obj=run,
                      summary=f"run {run.pk} {'stopped' if action == 'abort' else 'paused'} by a stop condition",
-                     reason=reason[:2000])  # fmt: skip
+                     reason=reason[:2000], after=settled)  # fmt: skip
     return True
 
 
@@ -613,13 +615,13 @@ def finish_run(run: ReplayRun, *, state: str, summary: str, evidence: list[dict[
         ReplayPlan.objects.filter(pk=run.plan_id).update(state=PlanState.FINISHED)
         settle_ledger(run, state=state)  # issue 15: the one place ledger rows become verified
         # issue 15 letter lifecycle: verified -> letters resolved; letters never sent -> open again
-        lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=state == RunState.VERIFIED)
+        settled = lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=state == RunState.VERIFIED)
         RunEvent.objects.create(run=run, kind="finished", message=f"{state}: {summary}"[:1000])
         audit_record(
             actor="replay",
             action=AuditAction.RUN_FINISHED,
             obj=run,
             summary=f"run {run.pk} ended {state}: {summary}"[:500],
-            after={"state": state, "published": run.published, "failed": run.failed, "evidence": evidence},
+            after={"state": state, "published": run.published, "failed": run.failed, "evidence": evidence, **settled},
         )
     return True

@@ -115,8 +115,6 @@ def record_outcomes(
                 cursor.execute(CLAIM_PLAN)
                 ordering.unlock_successors(cursor, run_id, ids)
                 cursor.execute(BATCH_UPDATE_PLAN)
-            if published:  # issue 15: their letters are replayed (one audit event per batch)
-                lifecycle.letters_replayed(run_id=run_id, ledger_ids=ids)
         if refused:
             ids = [o.ledger_id for o in refused]
             cursor.execute(
@@ -134,6 +132,8 @@ def record_outcomes(
             counters = {"published": F("published") + published, "failed": F("failed") + failed,
                         "resent": F("resent") + resent}  # fmt: skip
             ReplayRun.objects.filter(pk=run_id).update(**counters)
+        if published:  # issue 15: their letters are replayed (after the run's row: lock order, see lifecycle)
+            lifecycle.letters_replayed(run_id=run_id, ledger_ids=[o.ledger_id for o in confirmed])
     return published, failed
 
 

@@ -354,12 +354,14 @@ def _control(actor: Any, run: ReplayRun, *, allowed: tuple[str, ...], state: str
             run.finished_at = timezone.now()
             run.stop_reason = reason.strip() or f"aborted by {_name(actor)}"
             ReplayPlan.objects.filter(pk=run.plan_id).update(state=PlanState.FINISHED)
-            lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=False)  # unsent: open again
+            # issue 15: letters it never sent are open again (counted in the audit event)
+            settled = lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=False)
         run.save()
         RunEvent.objects.create(
             run=run, kind=verb, message=f"{verb} by {_name(actor)}" + (f": {reason}" if reason else "")
         )
-        audit_record(actor=actor, action=action, obj=run, summary=f"run {run.pk} {verb}", reason=reason.strip())
+        audit_record(actor=actor, action=action, obj=run, summary=f"run {run.pk} {verb}", reason=reason.strip(),
+                     after=settled if state == RunState.ABORTED else None)  # fmt: skip
         if control == "run":
             run.stop_reason = ""
             run.save(update_fields=["stop_reason"])

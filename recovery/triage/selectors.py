@@ -61,10 +61,11 @@ def letters_page(
     if cursor:
         value, last_id = _decode_cursor(cursor)
         letters = letters.filter(_after(column, descending, value, last_id))
+    # NULLS LAST only where a column can be null: on captured_at (never null) it would keep the
+    # (captured_at, id) indexes from giving the order, and a page would sort every match.
+    nulls_last = {"nulls_last": True} if DeadLetter._meta.get_field(column).null else {}
     ordering = (
-        (F(column).desc(nulls_last=True), F("id").desc())
-        if descending
-        else (F(column).asc(nulls_last=True), F("id").asc())
+        (F(column).desc(**nulls_last), F("id").desc()) if descending else (F(column).asc(**nulls_last), F("id").asc())
     )
     rows = list(letters.order_by(*ordering)[: limit + 1])
     more = len(rows) > limit

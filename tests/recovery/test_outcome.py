@@ -88,8 +88,8 @@ def test_a_verified_run_resolves_its_letters(rabbit, make_user, test_redis, chk_
     assert Worker(run.pk, 0).run() == RunState.VERIFIED
 
     assert _states(dlq) == [S.RESOLVED]
-    event = AuditEvent.objects.get(action=AuditAction.LETTERS_RESOLVED, object_id=str(run.pk))
-    assert event.after["letters"] == 4
+    event = AuditEvent.objects.get(action=AuditAction.RUN_FINISHED, object_id=str(run.pk))
+    assert (event.after["letters_resolved"], event.after["letters_released"]) == (4, 0)
 
 
 @pytest.mark.django_db(transaction=True)
