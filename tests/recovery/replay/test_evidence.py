@@ -287,6 +287,12 @@ def test_the_circuit_breaker_stays_paused_when_the_probe_fails(rabbit, make_user
     assert probe["passed"] is False and "health_check_failing" in probe["reason"]
     assert datetime.fromisoformat(run.breaker["retry_at"]) > timezone.now() + timedelta(seconds=25)
 
+    operator = make_user(Role.OPERATOR, username=unique("olga"))
+    services.run_resume(actor=operator, run=run, reason="the dependency is fixed")  # a person decides
+    run.refresh_from_db()
+    assert (run.breaker["state"], run.breaker["closed_by"]) == (breaker.CLOSED, operator.username)
+    assert breaker.tick(now=timezone.now() + timedelta(hours=1)) == [], "no probe of a run an operator resumed"
+
 
 def test_the_run_page_shows_the_probes(rabbit, make_user, chk_http, test_redis, client_for) -> None:
     run = _tripped_run(rabbit, make_user, chk_http, letters=8)
