@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from recovery.permissions import Capability, user_can, user_roles
+from recovery.replay.waiting import waiting_count
 
 # (label, url name or None while the screen does not exist yet, capability needed to see it)
 NAVIGATION: list[tuple[str, str | None, Capability]] = [
@@ -35,7 +36,9 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             continue
         url = reverse(url_name) if url_name else None
         active = bool(url) and (request.path == url if url == "/" else request.path.startswith(url))
-        items.append({"label": label, "url": url, "active": active})
+        # Plans carries a count of plans waiting for this user: to approve, or approved to start.
+        count = waiting_count(user) if url_name == "plans" else 0
+        items.append({"label": label, "url": url, "active": active, "count": count})
     return {
         "nav_items": items,
         "user_role_names": sorted(role.label for role in user_roles(user)),

@@ -29,15 +29,18 @@ from recovery.models import (
     LEASED_ROWS,
     AttemptState,
     Broker,
+    Category,
+    Disposition,
     LedgerEntry,
     PlanItem,
+    PlanItemState,
     PlanState,
     ReplayPlan,
     ReplayRun,
     RunState,
 )
 from recovery.permissions import Capability, capability_required, user_can
-from recovery.replay import freeze, services
+from recovery.replay import freeze, plan_items, services
 from recovery.replay import selectors as replay_selectors
 from recovery.replay.evidence import is_inconclusive
 from recovery.triage import selectors as triage_selectors
@@ -63,9 +66,22 @@ def _plan_context(request: HttpRequest, plan: ReplayPlan, form: dict[str, Any] |
         .annotate(n=Count("id"))
         .order_by("-n")
     )
+    frozen = plan.state != PlanState.DRAFT and bool(item_counts)
+    item_filter = plan_items.ItemFilter.from_params(request.GET)
+    page, rows = (
+        plan_items.items_page(plan, item_filter, request.GET.get("items_page"), user=user) if frozen else (None, [])
+    )
     return {
         "plan": plan,
         "selection": selection,
+        "frozen": plan_items.frozen_breakdown(plan) if frozen else None,
+        "item_filter": item_filter,
+        "item_filter_query": urlencode(item_filter.as_params()),
+        "items_page": page,
+        "item_rows": rows,
+        "item_states": PlanItemState.choices,
+        "categories": Category.choices,
+        "dispositions": Disposition.choices,
         "letters_url": f"{reverse('dead-letters')}?{urlencode(selection.as_params(), doseq=True)}",
         "dry_run": _dry_run(plan) if plan.state == PlanState.DRAFT else None,
         "item_counts": item_counts,

@@ -23,7 +23,6 @@ from recovery.models import (
     RUN_ACTIVE,
     ApprovalDecision,
     AuditAction,
-    AuditEvent,
     Broker,
     PlanApproval,
     PlanItem,
@@ -43,6 +42,7 @@ from recovery.replay.engine import enqueue_workers
 from recovery.replay.evidence import record_baseline
 from recovery.replay.limits import validate_rate_plan
 from recovery.replay.selectors import failing_preconditions, hashable, plan_content_hash, valid_approvals
+from recovery.replay.waiting import plans_shaped_by
 
 EDITABLE_FIELDS = (
     "name", "reason", "target_broker", "target_address", "target_routing_key", "include_held", "rate_per_second",
@@ -158,11 +158,7 @@ def _ensure_other_approver(actor: Any, plan: ReplayPlan) -> None:
     ensure_can(actor, Capability.APPROVE)
     if isinstance(actor, str) or actor.pk == plan.author_id:
         raise NotPermitted("the author of a plan cannot approve or reject it (four eyes)")
-    shaped = AuditEvent.objects.filter(
-        object_type="recovery.replayplan", object_id=str(plan.pk), actor_id=actor.pk,
-        action__in=(AuditAction.PLAN_CREATED, AuditAction.PLAN_UPDATED, AuditAction.PLAN_SUBMITTED),
-    )  # fmt: skip
-    if shaped.exists():
+    if plans_shaped_by(actor, [plan.pk]):
         raise NotPermitted("you changed or submitted this plan: someone else must approve or reject it (four eyes)")
 
 

@@ -340,6 +340,8 @@ def test_a_missing_queue_is_a_permanent_broker_error(make_queue, make_adapter) -
         assert "NonExistentQueue" in str(caught.value) and "does not exist" in str(caught.value)
 
 
+# timing: it bounds each call at 3 s, which a machine busy with parallel tests decided once (5.3 s)
+@pytest.mark.timing
 def test_an_unreachable_endpoint_fails_fast(make_adapter) -> None:
     adapter = make_adapter(timeout=2.0)
     adapter.broker.endpoint = "http://127.0.0.1:1"
