@@ -31,7 +31,8 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Max, Min
+from django.db.models import Max, Min, Q
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from recovery.brokers.base import DlqAddress
@@ -135,12 +136,26 @@ def record_baseline(run: ReplayRun) -> None:
 
 
 def _returned(run: ReplayRun, since: datetime, now: datetime) -> dict[str, int]:
-    """Replay id -> the new letter, for the run's letters that came back to a DLQ."""
+    """Replay id -> the new letter, for the run's letters that came back to a DLQ. A letter not
+    classified yet has no ``replay_id`` (classification copies it from the header after capture),
+    so its ``x-replay-id`` header is read directly: text (AMQP, Kafka) or an SQS attribute."""
     replay_ids = LedgerEntry.objects.filter(run=run, published_at__isnull=False).values("item__replay_id")
-    back = DeadLetter.objects.exclude(replay_id="").filter(
-        replay_id__in=replay_ids, captured_at__gte=since, captured_at__lte=now
+    window = {"captured_at__gte": since, "captured_at__lte": now}
+    back = dict(
+        DeadLetter.objects.exclude(replay_id="")
+        .filter(replay_id__in=replay_ids, **window)
+        .order_by("captured_at", "id")
+        .values_list("replay_id", "id")
     )
-    return dict(back.order_by("captured_at", "id").values_list("replay_id", "id"))
+    fresh = (
+        DeadLetter.objects.filter(classified_by="", **window)
+        .annotate(text=KT("headers__x-replay-id"), attribute=KT("headers__x-replay-id__StringValue"))
+        .filter(Q(text__in=replay_ids) | Q(attribute__in=replay_ids))
+        .order_by("captured_at", "id")
+    )
+    for letter_id, text_id, attribute_id in fresh.values_list("id", "text", "attribute"):
+        back.setdefault(attribute_id or text_id, letter_id)
+    return back
 
 
 @register(CheckKind.VERIFICATIONS, STEP, params=PARAMS)

@@ -350,6 +350,8 @@ def _control(actor: Any, run: ReplayRun, *, allowed: tuple[str, ...], state: str
         if run.state not in allowed:
             raise InvalidInput(f"run {run.pk} is {run.get_state_display().lower()}: it cannot be {verb}")
         run.state, run.control = state, control
+        if control != "pause" and (run.breaker or {}).get("state") == "open":  # issue 15: a person decided
+            run.breaker = {**run.breaker, "state": "closed", "closed_by": _name(actor), "retry_at": None}
         if state == RunState.ABORTED:
             run.finished_at = timezone.now()
             run.stop_reason = reason.strip() or f"aborted by {_name(actor)}"

@@ -53,9 +53,12 @@ class Service(threading.Thread):
     """The target's consumer (when ``consume``) and the scheduler's capture job, in a thread of its
     own until stopped. ``passes`` notes (pass id, the run's state when the pass was performed)."""
 
-    def __init__(self, harness: Any, dlq: Any, run: ReplayRun, target_address: DlqAddress | None) -> None:
+    def __init__(
+        self, harness: Any, dlq: Any, run: ReplayRun, target_address: DlqAddress | None, *, bounce: bool = False
+    ) -> None:
         super().__init__(daemon=True)
         self.harness, self.dlq, self.run_id, self.address = harness, dlq, run.pk, target_address
+        self.bounce = bounce  # the consumer fails every message: it goes back to the DLQ, replay id and all
         self.stopping = threading.Event()
         self.passes: list[tuple[int, str]] = []
         self.consumed = 0
@@ -67,6 +70,9 @@ class Service(threading.Thread):
             while not self.stopping.is_set():
                 if adapter is not None:
                     batch = adapter.receive(self.address, max_messages=50, wait_seconds=0.5)
+                    if self.bounce and batch:
+                        back = [(m.body, {"x-replay-id": str(m.headers["x-replay-id"])}) for m in batch]
+                        self.harness.fill(self.dlq, back)
                     adapter.remove(self.address, batch)
                     self.consumed += len(batch)
                 for pk in CapturePass.objects.filter(dlq=self.dlq, state=JobState.QUEUED).values_list("pk", flat=True):
@@ -181,6 +187,28 @@ def test_a_replay_into_a_target_no_consumer_reads_ends_completed_not_verified(ra
     assert run.baseline and next(iter(run.baseline.values()))["depth"] == 0
 
 
+def test_letters_that_come_back_fail_the_verification_and_their_rows_are_marked(rabbit, make_user, test_redis) -> None:
+    dlq, _letters = captured_letters(rabbit, LETTERS)
+    target = rabbit.target()
+    plan, _ = approved_plan(rabbit, dlq, target, make_user, verifications=_verifications())
+    run = start(plan, make_user)
+    service = Service(rabbit, dlq, run, rabbit.target_address(target), bounce=True)
+    service.start()
+    try:
+        outcome = Worker(run.pk, 0).run()
+    finally:
+        service.stop()
+
+    run.refresh_from_db()
+    assert outcome == run.state == RunState.VERIFICATION_FAILED
+    assert run.redeadlettered == LETTERS
+    rows = set(LedgerEntry.objects.filter(run=run).values_list("state", flat=True))
+    assert rows == {AttemptState.REDEADLETTERED}
+    [step] = run.verification
+    assert step["ok"] is False and "inconclusive" not in step["details"]
+    assert step["reason"].startswith(f"{LETTERS} replayed letters came back to a DLQ")
+
+
 def test_a_plan_without_verification_ends_completed_not_verified(rabbit, make_user, test_redis) -> None:
     dlq, _letters = captured_letters(rabbit, LETTERS)
     plan, _ = approved_plan(rabbit, dlq, rabbit.target(), make_user, verifications=[])
@@ -258,6 +286,12 @@ def test_the_circuit_breaker_stays_paused_when_the_probe_fails(rabbit, make_user
     [probe] = run.breaker["probes"]
     assert probe["passed"] is False and "health_check_failing" in probe["reason"]
     assert datetime.fromisoformat(run.breaker["retry_at"]) > timezone.now() + timedelta(seconds=25)
+
+    operator = make_user(Role.OPERATOR, username=unique("olga"))
+    services.run_resume(actor=operator, run=run, reason="the dependency is fixed")  # a person decides
+    run.refresh_from_db()
+    assert (run.breaker["state"], run.breaker["closed_by"]) == (breaker.CLOSED, operator.username)
+    assert breaker.tick(now=timezone.now() + timedelta(hours=1)) == [], "no probe of a run an operator resumed"
 
 
 def test_the_run_page_shows_the_probes(rabbit, make_user, chk_http, test_redis, client_for) -> None:
