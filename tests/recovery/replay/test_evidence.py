@@ -26,8 +26,12 @@ from recovery.brokers.registry import adapter_for
 from recovery.capture.services import capture_pass_run
 from recovery.models import (
     AttemptState,
+    AuditAction,
+    AuditEvent,
     BrokerKind,
     CapturePass,
+    DeadLetter,
+    DeadLetterState,
     JobState,
     LedgerEntry,
     ReplayRun,
@@ -126,7 +130,7 @@ def test_new_plans_get_the_default_stop_conditions_and_verification(make_user, c
 def test_a_replay_is_verified_only_after_a_later_capture_pass_and_the_positive_signal(
     harness, make_user, test_redis
 ) -> None:
-    dlq, _letters = captured_letters(harness, LETTERS)
+    dlq, letters = captured_letters(harness, LETTERS)
     target = harness.target()
     group = unique("consumer")
     params = {"group": group} if harness.kind == BrokerKind.KAFKA else {}
@@ -161,6 +165,11 @@ def test_a_replay_is_verified_only_after_a_later_capture_pass_and_the_positive_s
     else:
         assert (signal["baseline"], signal["depth"]) == (0, 0)
     assert service.consumed >= LETTERS
+    # the letter lifecycle follows the evidence: replayed -> resolved, counted in the run's event
+    states = set(DeadLetter.objects.filter(pk__in=[x.pk for x in letters]).values_list("state", flat=True))
+    assert states == {DeadLetterState.RESOLVED}
+    event = AuditEvent.objects.get(action=AuditAction.RUN_FINISHED, object_id=str(run.pk))
+    assert event.after["letters_resolved"] == LETTERS
 
 
 def test_a_replay_into_a_target_no_consumer_reads_ends_completed_not_verified(rabbit, make_user, test_redis) -> None:
