@@ -1,19 +1,21 @@
 """In headless Chromium: an approver signs in, sees on the overview (and as a count in the
 navigation) the plan that waits for them, opens it, reads its frozen items with their targets and
 why others are excluded, filters them and approves; the operator then finds it under "Approved,
-ready to start"."""
+ready to start". After a run, the operator filters its ledger to the letters re-sent after a
+worker loss."""
 
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
-from recovery.models import Category, Disposition
+from recovery.models import Category, Disposition, RunState
 from recovery.permissions import Role
 from recovery.replay import services
 from recovery.triage.filters import LetterFilter
 from recovery.triage.services import plan_draft_create
-from tests.factories import DeadLetterFactory
+from tests.factories import DeadLetterFactory, LedgerEntryFactory, ReplayRunFactory
 
 pytestmark = [
     pytest.mark.browser,
@@ -57,3 +59,30 @@ def test_an_approver_finds_the_waiting_plan_reads_its_frozen_items_and_approves_
     ready = operator.get_by_test_id("ready-to-start")
     expect(ready).to_contain_text("orders after the fix")
     expect(operator.get_by_test_id("nav-count-plans")).to_have_text("1")
+
+
+def test_after_a_run_the_operator_filters_its_ledger_to_the_resent_letters(people, make_user, dlq) -> None:
+    """The run page links its ledger; the operator narrows it to the letters re-sent after a
+    worker loss and sees exactly those, marked re-sent."""
+    operator = make_user(Role.OPERATOR)
+    run = ReplayRunFactory(state=RunState.COMPLETED_NOT_VERIFIED, published=4, resent=2, finished_at=timezone.now())
+    target = {"broker": dlq.broker_id, "name": "orders", "routing_key": "", "vhost": ""}
+    resent, once = [], []
+    for n in range(4):
+        entry = LedgerEntryFactory(
+            run=run, item__target=target, item__letter__dlq=dlq, published_at=timezone.now(), attempts=1 + (n < 2),
+            resent=n < 2,
+        )  # fmt: skip
+        (resent if n < 2 else once).append(entry)
+
+    page = people.sign_in(operator.username)
+    page.goto(f"{people.base}/runs/{run.pk}/")
+    expect(page.get_by_test_id("run-resent")).to_have_text("2")
+    page.get_by_role("link", name="the re-sent ones").click()
+    table = page.get_by_test_id("ledger-table")
+    expect(table.locator("tbody tr")).to_have_count(2)
+    for entry in resent:
+        expect(table.locator(f'tr[data-letter="{entry.letter_id}"]')).to_contain_text("re-sent")
+    for entry in once:
+        expect(table.locator(f'tr[data-letter="{entry.letter_id}"]')).to_have_count(0)
+    expect(page.get_by_test_id("ledger-filter").get_by_label("Outcome")).to_have_value("resent")
