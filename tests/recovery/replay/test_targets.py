@@ -204,6 +204,10 @@ def _produce(kafka_harness, topic: str, records: list[tuple[bytes, dict[str, byt
     assert producer.flush(30) == 0
 
 
+# serial: discovery reads the first record of every topic on the shared broker; twice, beside
+# parallel workers that create and delete topics, the xdist worker running it died without a
+# trace (suspected: librdkafka reading a topic deleted under it). Alone it has always passed.
+@pytest.mark.serial
 def test_kafka_streams_and_share_group_dead_letters_are_found_read_and_sent_to_their_source_topic(
     kafka_harness, make_user
 ) -> None:
