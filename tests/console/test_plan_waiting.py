@@ -134,3 +134,16 @@ def test_frozen_items_show_a_letters_failure_class_masked(people) -> None:
     html = _client(people["approver"]).get(f"/plans/{plan.pk}/").content.decode()
     assert 'data-item-state="included"' in html
     assert "alice@example.com" not in html and "RefusedFor:" in html
+
+
+def test_frozen_items_show_the_replay_again_flag_and_the_ordering_group(dlq, people) -> None:
+    from recovery.models import PlanItem
+
+    letter = DeadLetterFactory(dlq=dlq, replayable=True)
+    plan = _submitted(dlq, people["author"])
+    PlanItem.objects.filter(plan=plan, letter=letter).update(
+        replay_again=True, ordering_group="sqs-fifo:abc", ordering_position=3
+    )
+    html = _client(people["approver"]).get(f"/plans/{plan.pk}/").content.decode()
+    assert 'data-testid="item-replay-again"' in html
+    assert "#3 in group" in html
