@@ -1,4 +1,5 @@
-"""Kafka adapter (confluent-kafka). The only module that imports confluent_kafka.
+"""Kafka adapter (confluent-kafka). The only module that imports confluent_kafka, with
+recovery.brokers.kafka_probe (the child process that reads the first record of many topics).
 
 How the adapter Protocol maps onto Kafka:
 
@@ -30,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     OFFSET_INVALID,
     TIMESTAMP_CREATE_TIME,
     TIMESTAMP_LOG_APPEND_TIME,
@@ -43,6 +43,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
+from recovery.brokers import kafka_probe
 from recovery.brokers.base import (
     BrokerError,
     Candidate,
@@ -430,33 +431,11 @@ class KafkaAdapter:
     def _dead_letter_topics_by_headers(self, names: list[str]) -> dict[str, str]:
         """Topics whose first record carries the headers of a dead-letter writer that may use any
         topic name: Kafka Streams (``__streams.errors.*``) and share groups (``__dlq.errors.*``).
-        Returns {topic: the source topic its first record names}. One consumer reads partition 0
-        of every topic from the start, for at most the adapter's timeout (bounded to 200 topics)."""
+        Returns {topic: the source topic its first record names}. Reads partition 0 of at most 200
+        non-empty topics, for at most the adapter's timeout, in a child process: librdkafka
+        crashes the process when one of them is deleted meanwhile (recovery.brokers.kafka_probe)."""
         names = self._non_empty(names[:200])
-        if not names:
-            return {}
-        consumer = Consumer({**self.client_config(), "group.id": "dlq-console.discovery", "enable.auto.commit": False})
-        found: dict[str, str] = {}
-        try:
-            consumer.assign([TopicPartition(name, 0, OFFSET_BEGINNING) for name in names])
-            waiting, deadline = set(names), time.monotonic() + self.timeout
-            while waiting and time.monotonic() < deadline:
-                for msg in consumer.consume(100, timeout=0.2):
-                    if msg.error() or msg.topic() not in waiting:
-                        continue
-                    waiting.discard(msg.topic())
-                    headers = {name: value for name, value in (msg.headers() or [])}
-                    for prefix in ("__streams.errors.", "__dlq.errors."):
-                        if any(name.startswith(prefix) for name in headers):
-                            source = headers.get(prefix + "topic") or b""
-                            found[msg.topic()] = source.decode("utf-8", "replace") if isinstance(source, bytes) else ""
-                            break
-        except KafkaException as exc:
-            raise _broker_error(f"cannot read topics on {self.broker.endpoint}", exc.args[0]) from None
-        finally:
-            with contextlib.suppress(KafkaException, RuntimeError):
-                consumer.close()
-        return found
+        return kafka_probe.dead_letter_topics(self.client_config(), names, self.timeout)
 
     def _non_empty(self, names: list[str]) -> list[str]:
         """Those topics whose partition 0 holds a record (high watermark above the low one)."""

@@ -410,3 +410,33 @@ def test_it_moves_20000_messages_at_a_useful_rate(topics, adapters, capsys) -> N
         print(f"receive 500 + remove, 20000 x 1 KiB, with connecting: {_throughput(count, finished - started)}")
         print(f"receive 500 + remove, after the first batch: {_throughput(steady, finished - joined)}")
     assert count / published > 5_000 and steady / (finished - joined) > 2_000
+
+
+def _produce_with_headers(topic: str, headers: dict[str, bytes]) -> None:
+    producer = Producer({"bootstrap.servers": SERVERS})
+    producer.produce(topic, value=b"{}", headers=list(headers.items()))
+    assert producer.flush(10) == 0
+
+
+def test_a_discovery_probe_that_dies_costs_only_the_topics_found_by_headers_never_the_process(
+    topics, adapters, monkeypatch, caplog
+) -> None:
+    """Reading many topics' first records runs in a child: librdkafka kills its process with
+    SIGSEGV when one of those topics is deleted meanwhile. A child that dies (here: SIGKILL at
+    the fault point, twice) leaves Discover with the topics named like dead-letter topics, a
+    warning in the log, and the console's own process alive."""
+    prefix = unique("probe")
+    source = topics(f"{prefix}-orders")
+    dlt = topics(f"{prefix}-orders.DLT")
+    streams = topics(f"{prefix}-any-name")
+    _produce_with_headers(streams, {"__streams.errors.topic": source.encode(), "__streams.errors.offset": b"0"})
+
+    found = {c.address.name: c for c in adapters().list_candidates()}
+    assert found[streams].sources == (source,), "the probe finds a dead-letter topic of any name"
+
+    monkeypatch.setenv("RECOVERY_FAULT_POINT", "kafka.discovery_probe")
+    with caplog.at_level("WARNING", logger="recovery.brokers.kafka_probe"):
+        found = {c.address.name: c for c in adapters().list_candidates()}
+    assert dlt in found and streams not in found
+    died = [r for r in caplog.records if r.getMessage() == "kafka.discovery_probe_died"]
+    assert [r.returncode for r in died] == [-9, -9], "tried twice, each child killed"
