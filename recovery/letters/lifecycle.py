@@ -3,7 +3,8 @@
     captured (open) -> held / discarded               triage (recovery.triage.services)
     captured / held -> planned ("in a plan")          plan submitted (recovery.replay.services)
     planned -> replaying                              run started
-    planned / replaying -> replayed                   its publish confirmed (recovery.replay.ledger)
+    planned / replaying -> replayed                   its publish confirmed, written when the run
+                                                      verifies, pauses or ends (run_letters_replayed)
     replayed -> resolved                              its replay verified (the run, or its ledger row)
     replaying / replayed / resolved -> returned       it came back to a DLQ (recovery.classification)
     planned / replaying -> the state before the plan  the plan or run ended without sending it
@@ -107,23 +108,23 @@ def letters_replaying(run_id: int) -> int:
     )
 
 
-def letters_replayed(*, run_id: int, ledger_ids: Sequence[int]) -> int:
-    """Confirmed publishes were recorded (recovery.replay.ledger, in its transaction): their
-    letters are replayed. A letter replayed, resolved or returned already stays as it is (a row
-    published again after a lost lease). The letters are found through the listed ledger rows
-    (an array, no join: the ledger's batch transaction disables nested loops). One audit event
-    per batch.
+def run_letters_replayed(run_id: int) -> int:
+    """The letters whose publish this run confirmed (ledger rows published) are replayed. A letter
+    replayed, resolved or returned already stays as it is. Set-based, once per step of the run
+    that an operator reads: when it moves to verifying, when it pauses, and before it settles
+    (abort, stop, finish: letters_unplanned must not take a published letter back to open).
+    During sending its letters read "replaying" and the run's ledger shows each one's progress.
 
-    Cost (measured 2026-12-07, 2-core machine): about 70 us per letter, a non-HOT update of a
-    wide row with its indexes, on the ledger thread. It overlaps publishing on RabbitMQ (no
-    change in the 20,000-letter benchmark) but not at Kafka's rates (one worker: about 3,900
-    against 6,700 msg/s side by side on a busy machine). Narrowing it (a letter-state table of
-    its own, or moving the write off the ledger thread) is a follow-up."""
+    Why not per recorded batch: the update of a letter is not HOT (``state`` is in partial index
+    predicates) and touches every index of the wide row, search trigrams included: about 70 us
+    per letter, which on the ledger thread cut one-worker Kafka replay from about 16,500 to
+    4,000 msg/s (make bench, 2026-12-08). One statement after the last publish keeps that cost
+    off the publishing path. One audit event."""
     letters = _execute(
         "UPDATE recovery_deadletter SET state = %s, state_before_plan = '', state_changed_at = %s "
-        "WHERE id = ANY(ARRAY(SELECT letter_id FROM recovery_ledgerentry WHERE id = ANY(%s::bigint[]) "
-        "AND state = 'published')) AND state <> ALL(%s)",
-        [S.REPLAYED, timezone.now(), list(ledger_ids), _REPLAYED],
+        "WHERE id = ANY(ARRAY(SELECT letter_id FROM recovery_ledgerentry WHERE run_id = %s "
+        "AND state IN ('published', 'verified'))) AND state <> ALL(%s)",
+        [S.REPLAYED, timezone.now(), run_id, _REPLAYED],
     )
     if letters:
         audit_record(
@@ -160,6 +161,7 @@ def run_letters_settled(*, run_id: int, plan_id: int, verified: bool) -> dict[st
     """A run ended (finished, aborted, stopped for good). Verified: the letters it published are
     resolved. Letters it never sent go back to the state they had before the plan. Returns the
     counts for the audit event of the service that ended the run (one event per change)."""
+    run_letters_replayed(run_id)  # before the release: a published letter stays replayed
     resolved = letters_resolved(run_id, run_verified=True, audit=False) if verified else 0
     return {"letters_resolved": resolved, "letters_released": letters_unplanned(plan_id)}
 

@@ -433,6 +433,7 @@ class Worker:
             )
             if moved:
                 RunEvent.objects.create(run=run, kind="phase", message="every letter published or failed; verifying")
+                lifecycle.run_letters_replayed(run.pk)  # issue 15: off the publishing path (see there)
         return True
 
     # -- publishing ----------------------------------------------------------------------------
@@ -596,6 +597,7 @@ def stop_run(run: ReplayRun, *, reason: str, action: str) -> bool:
             # issue 15: letters it never sent are open again (counted in the audit event)
             settled = lifecycle.run_letters_settled(run_id=run.pk, plan_id=run.plan_id, verified=False)
         else:
+            lifecycle.run_letters_replayed(run.pk)  # what it sent reads replayed while it is paused
             breaker.breaker_opened(run, reason=reason)  # issue 15: the plan's circuit breaker, if any
         RunEvent.objects.create(run=run, kind="stop-condition", message=f"{action}: {reason}"[:1000],
                                 data={"action": action})  # fmt: skip

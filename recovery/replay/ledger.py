@@ -34,7 +34,6 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from recovery.faults import fault_point
-from recovery.letters import lifecycle
 from recovery.models import ReplayRun
 from recovery.replay import ordering
 
@@ -132,8 +131,6 @@ def record_outcomes(
             counters = {"published": F("published") + published, "failed": F("failed") + failed,
                         "resent": F("resent") + resent}  # fmt: skip
             ReplayRun.objects.filter(pk=run_id).update(**counters)
-        if published:  # issue 15: their letters are replayed (after the run's row: lock order, see lifecycle)
-            lifecycle.letters_replayed(run_id=run_id, ledger_ids=[o.ledger_id for o in confirmed])
     return published, failed
 
 

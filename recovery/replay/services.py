@@ -352,6 +352,8 @@ def _control(actor: Any, run: ReplayRun, *, allowed: tuple[str, ...], state: str
         run.state, run.control = state, control
         if control != "pause" and (run.breaker or {}).get("state") == "open":  # issue 15: a person decided
             run.breaker = {**run.breaker, "state": "closed", "closed_by": _name(actor), "retry_at": None}
+        if state == RunState.PAUSED:
+            lifecycle.run_letters_replayed(run.pk)  # issue 15: what it sent reads replayed while it is paused
         if state == RunState.ABORTED:
             run.finished_at = timezone.now()
             run.stop_reason = reason.strip() or f"aborted by {_name(actor)}"
