@@ -325,7 +325,8 @@ def _run_context(request: HttpRequest, run: ReplayRun) -> dict[str, Any]:
                 "inconclusive": is_inconclusive(step),
             }
             for step in (run.verification if isinstance(run.verification, list) else [])
-            if isinstance(step, dict)
+            # progress stored while verifying (engine._show_progress) means nothing once it stopped
+            if isinstance(step, dict) and (not step.get("pending") or run.state == RunState.VERIFYING)
         ],
         "achieved": achieved,
         "chart": triage_selectors.chart_points([*achieved, run.plan.rate_per_second], width=600, height=100),

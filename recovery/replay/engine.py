@@ -556,10 +556,12 @@ class Worker:
     def _verify(self, run: ReplayRun) -> str:
         """Worker 0 walks the verification steps (each may wait for its window) and ends the run."""
         steps = run.plan.verifications or []
+        shown: list[tuple[str, str]] = []
         while True:
             results = [run_verification_step(run, step) for step in steps]
             if not any(getattr(r, "pending", False) for r in results):
                 break
+            shown = _show_progress(run, results, shown)
             self._beat()
             if ReplayRun.objects.filter(pk=run.pk).values_list("control", flat=True).get() != "run":
                 return "stopped"
@@ -569,6 +571,18 @@ class Worker:
         state, summary = evidence_outcome(run, results)  # issue 15: verified only with evidence
         finish_run(run, state=state, summary=summary, evidence=evidence)
         return state
+
+
+def _show_progress(run: ReplayRun, results: list[Any], shown: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """While verifying, the run page shows what each step waits for (a window, a capture pass,
+    the broker's signal) and until when: the steps' latest results are stored on the run when
+    their wording changes; finish_run replaces them with the final evidence."""
+    now = [(r.name, r.reason) for r in results]
+    if now != shown:
+        progress = [{"step": r.name, "ok": r.ok, "pending": bool(getattr(r, "pending", False)), "reason": r.reason,
+                     "details": r.details} for r in results]  # fmt: skip
+        ReplayRun.objects.filter(pk=run.pk, state=RunState.VERIFYING).update(verification=progress)
+    return now
 
 
 def _by_target(batch: list[Claimed]) -> dict[tuple[int, str, str, str], list[Claimed]]:

@@ -337,3 +337,41 @@ def test_rows_a_lost_worker_held_are_counted_as_re_sent_next_to_published(
     }
     page = client_for(Role.VIEWER).get(f"/runs/{run.pk}/").content.decode()
     assert 'data-testid="run-resent"' in page and ">4</span> re-sent after a worker loss" in page
+
+
+# -- what verification waits for, on the run page --------------------------------------------------
+
+
+def test_while_verifying_the_run_page_says_what_each_step_waits_for_and_until_when(
+    rabbit, make_user, test_redis, client_for
+) -> None:
+    """A run in its verification window read only "running the verification steps" for minutes:
+    the page now shows each step waiting, with its reason and deadline, and drops that progress
+    once the run is no longer verifying."""
+    dlq, _letters = captured_letters(rabbit, 3)
+    steps = [{"step": "letters_resolved", "seconds": 60, "settle_s": 60}]
+    plan, author = approved_plan(rabbit, dlq, rabbit.target(), make_user, verifications=steps)
+    run = start(plan, make_user)
+    outcome: list[str] = []
+
+    def work() -> None:
+        try:
+            outcome.append(Worker(run.pk, 0).run())
+        finally:
+            connection.close()  # the thread's own connection
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        viewer = client_for(Role.VIEWER)
+        deadline, page = time.monotonic() + 30, ""
+        while time.monotonic() < deadline and 'data-pending="true"' not in page:
+            time.sleep(0.5)
+            page = viewer.get(f"/runs/{run.pk}/").content.decode()
+        assert 'data-step="letters_resolved"' in page and 'data-pending="true"' in page
+        assert "waiting" in page and "watching for letters coming back until" in page
+    finally:
+        services.run_abort(actor=author, run=ReplayRun.objects.get(pk=run.pk), reason="test over")
+        worker.join(timeout=30)
+    assert outcome == ["stopped"]
+    assert 'data-pending="true"' not in client_for(Role.VIEWER).get(f"/runs/{run.pk}/").content.decode()
