@@ -433,7 +433,8 @@ class Worker:
             )
             if moved:
                 RunEvent.objects.create(run=run, kind="phase", message="every letter published or failed; verifying")
-                lifecycle.run_letters_replayed(run.pk)  # issue 15: off the publishing path (see there)
+        if moved:
+            lifecycle.run_letters_replayed(run.pk)  # issue 15: after the last publish, in chunks (see there)
         return True
 
     # -- publishing ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from recovery.brokers.base import Target
 from recovery.capture.services import capture_pass_request, capture_pass_run
 from recovery.classification.services import letters_classify
 from recovery.errors import InvalidInput
+from recovery.letters import lifecycle
 from recovery.models import (
     AttemptState,
     AuditAction,
@@ -60,7 +61,9 @@ def test_a_run_moves_its_letters_to_replayed_and_an_unverified_run_leaves_them_t
     make_user,
     test_redis,
     chk_http,  # noqa: F811 - the imported fixture
+    monkeypatch,
 ) -> None:
+    monkeypatch.setattr(lifecycle, "REPLAYED_CHUNK", 4)  # 6 letters: two chunks, each audited
     dlq, _letters = captured_letters(harness, 6)
     assert _states(dlq) == [S.CAPTURED]
     failing = [{"step": "http_check", "url": chk_http.url("/status/500")}]
@@ -74,7 +77,7 @@ def test_a_run_moves_its_letters_to_replayed_and_an_unverified_run_leaves_them_t
     assert _states(dlq) == [S.REPLAYED], "published with confirmation, but not verified: not resolved"
     assert set(LedgerEntry.objects.filter(run=run).values_list("state", flat=True)) == {AttemptState.PUBLISHED}
     replayed = AuditEvent.objects.filter(action=AuditAction.LETTERS_REPLAYED, object_id=str(run.pk))
-    assert sum(event.after["letters"] for event in replayed) == 6
+    assert sorted(event.after["letters"] for event in replayed) == [2, 4]
 
 
 # Replayed -> resolved, only after a later capture pass and the broker's positive signal, is proved
