@@ -130,7 +130,16 @@ def _replay(
     assert count == run.total
     verifying = _verifying_at(run.pk)
     assert verifying >= last, "the run moved to verifying before its last publish"
-    return verifying - started, wall
+    return verifying - started, wall, _letters_replayed_at(run.pk) - verifying
+
+
+def _letters_replayed_at(run_id: int) -> float:
+    """When the run's last chunk of letters became replayed (its letters.replayed audit events are
+    written after the move to verifying, off the publishing path: recovery.letters.lifecycle)."""
+    from recovery.models import AuditAction, AuditEvent
+
+    events = AuditEvent.objects.filter(action=AuditAction.LETTERS_REPLAYED, object_id=str(run_id))
+    return _epoch(events.latest("at", "id").at)
 
 
 def _rabbitmq(ctx: dict, n: int, dlqs: dict) -> dict[str, float]:
@@ -209,10 +218,11 @@ def _throughput(ctx: dict, kind: str, lines: list[str]) -> None:
     report(lines, f"replay_{kind}_messages", n, "messages")
     report(lines, f"replay_{kind}_raw_move_rate", n / times["raw"], "msg/s")
     for workers in ctx["workers"]:
-        seconds, wall = times[workers]
+        seconds, wall, settle = times[workers]
         report(lines, f"replay_{kind}_rate_{workers}w", n / seconds, "msg/s")
         report(lines, f"replay_{kind}_ratio_{workers}w", times["raw"] / seconds, "x")
         report(lines, f"replay_{kind}_wall_seconds_{workers}w", wall, "s")
+        report(lines, f"replay_{kind}_letters_replayed_seconds_{workers}w", settle, "s")
     if "shovel" in times:
         best = min(times[workers][0] for workers in ctx["workers"])
         report(lines, f"replay_{kind}_shovel_rate", n / times["shovel"], "msg/s")
