@@ -2,11 +2,11 @@
 
     captured (open) -> held / discarded               triage (recovery.triage.services)
     captured / held -> planned ("in a plan")          plan submitted (recovery.replay.services)
-    planned -> replaying                              run started
     planned / replaying -> replayed                   its publish confirmed, written when the run
                                                       verifies, pauses or ends (run_letters_replayed)
     replayed -> resolved                              its replay verified (the run, or its ledger row)
-    replaying / replayed / resolved -> returned       it came back to a DLQ (recovery.classification)
+    planned / replaying / replayed / resolved         it came back to a DLQ (recovery.classification)
+      -> returned
     planned / replaying -> the state before the plan  the plan or run ended without sending it
 
 Every function here runs inside the transaction of the service that causes the move and is
@@ -99,15 +99,6 @@ def letters_unplanned(plan_id: int) -> int:
 # -- runs ------------------------------------------------------------------------------------------
 
 
-def letters_replaying(run_id: int) -> int:
-    """A run started: its letters are being replayed (counted in the start's audit event)."""
-    return _execute(
-        "UPDATE recovery_deadletter SET state = %s, state_changed_at = %s WHERE id = ANY(ARRAY("
-        "SELECT letter_id FROM recovery_ledgerentry WHERE run_id = %s)) AND state = %s",
-        [S.REPLAYING, timezone.now(), run_id, S.PLANNED],
-    )
-
-
 REPLAYED_CHUNK = 5_000  # letters per statement and transaction when a run's letters become replayed
 
 
@@ -116,13 +107,15 @@ def run_letters_replayed(run_id: int) -> int:
     replayed, resolved or returned already stays as it is. Called once per step of the run that
     an operator reads: when it moves to verifying (outside that transaction), when it pauses, and
     before it settles (abort, stop, finish: letters_unplanned must not take a published letter
-    back to open). While the run sends, its letters read "replaying" and its ledger shows each.
+    back to open). While the run sends, its letters stay "in a plan" and its ledger shows each.
 
     Why not per recorded batch: the update of a letter is not HOT (``state`` is in partial index
     predicates) and touches every index of the wide row, search trigrams included: 70 to 90 us a
     letter, which on the ledger thread cut one-worker Kafka replay from about 16,500 to 4,000
     msg/s (make bench, 2026-12-08). After the last publish it costs the same but no longer slows
-    what the target receives. In chunks of REPLAYED_CHUNK letters by ledger order, each with its
+    what the target receives. For the same reason starting a run no longer writes "replaying" to
+    each letter (a pass over every letter before the first publish); the state remains for
+    letters of runs started before that. In chunks of REPLAYED_CHUNK letters by ledger order, each with its
     own audit event in its transaction (savepoints inside a caller's transaction), so a large run
     holds no long transaction; a chunk lost to a crash is redone by the run's settling."""
     total, after = 0, 0
@@ -224,7 +217,7 @@ def letters_returned(letter_ids: Sequence[int], *, actor: str = "classification"
         cursor.execute(
             "UPDATE recovery_deadletter SET state = %s, state_before_plan = '', state_changed_at = %s "
             "WHERE id = ANY(%s::bigint[]) AND state = ANY(%s)",
-            [S.RETURNED, now, originals, [S.REPLAYING.value, S.REPLAYED.value, S.RESOLVED.value]],
+            [S.RETURNED, now, originals, [*_SENDING, S.REPLAYED.value, S.RESOLVED.value]],  # planned: run still sending
         )
         cursor.execute(
             "UPDATE recovery_fingerprintgroup SET reopened_at = %s WHERE fingerprint IN ("

@@ -322,7 +322,6 @@ def run_start(*, actor: Any, plan: ReplayPlan) -> ReplayRun:
             run.total = cursor.rowcount
         ordering.hold_successors(run)  # invariant 13: a group's letters wait for the one before them
         run.save(update_fields=["total"])
-        replaying = lifecycle.letters_replaying(run.pk)
         record_baseline(run)  # issue 15: target depths before anything is published
         plan.state = PlanState.RUNNING
         plan.save(update_fields=["state", "updated_at"])
@@ -331,7 +330,7 @@ def run_start(*, actor: Any, plan: ReplayPlan) -> ReplayRun:
             actor=actor, action=AuditAction.RUN_STARTED, obj=run,
             summary=f"run {run.pk} of plan {plan.name!r} started: {run.total} letters",
             after={"plan": plan.pk, "plan_hash": plan.content_hash,
-                   "approvers": [a.approver.username for a in approvals], "letters_replaying": replaying},
+                   "approvers": [a.approver.username for a in approvals]},
         )  # fmt: skip
         enqueue_workers(run)
         transaction.on_commit(lambda: replay_run_started(run))  # the root span of the run's trace
