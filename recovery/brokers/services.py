@@ -159,7 +159,7 @@ def _save_audited(
 
 def _stored(obj: Model) -> Model:
     """The row as committed, locked until the transaction ends."""
-    return type(obj)._default_manager.select_for_update().get(pk=obj.pk)
+    return type(obj)._default_manager.select_for_update(no_key=True).get(pk=obj.pk)  # FK checks may pass
 
 
 def _validate(obj: Broker | DeadLetterQueue) -> None:

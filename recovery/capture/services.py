@@ -78,7 +78,10 @@ def capture_pass_request(*, actor: Any, dlq: DeadLetterQueue, trigger: str = Cap
     if not dlq.enabled:
         raise InvalidInput(f"{dlq.name} is disabled: enable it before capturing")
     with transaction.atomic():
-        DeadLetterQueue.objects.select_for_update().get(pk=dlq.pk)
+        # NO KEY UPDATE: serialises requests for this DLQ without blocking the foreign-key checks
+        # (KEY SHARE) of rows that reference it, which commit after taking the audit chain's lock:
+        # FOR UPDATE here plus audit_record deadlocked with them.
+        DeadLetterQueue.objects.select_for_update(no_key=True).get(pk=dlq.pk)
         capture_pass = _create_pass(dlq=dlq, trigger=trigger, actor=actor)
         audit_record(
             actor=actor,
@@ -101,7 +104,7 @@ def capture_due_passes_enqueue() -> list[CapturePass]:
         next_capture_at__gt=now
     )
     with transaction.atomic():
-        for dlq in due.select_for_update(skip_locked=True, of=("self",)):
+        for dlq in due.select_for_update(skip_locked=True, of=("self",), no_key=True):  # see capture_pass_request
             claimed = DeadLetterQueue.objects.filter(pk=dlq.pk, next_capture_at=dlq.next_capture_at).update(
                 next_capture_at=now + timedelta(seconds=dlq.capture_interval)
             )
@@ -378,7 +381,7 @@ def _finish(capture_pass: CapturePass, error: str, *, limit_reached: bool = Fals
     now = timezone.now()
     with transaction.atomic():
         CapturePass.objects.filter(pk=capture_pass.pk).update(remaining=remaining, limit_reached=limit_reached)
-        locked = DeadLetterQueue.objects.select_for_update().get(pk=dlq.pk)
+        locked = DeadLetterQueue.objects.select_for_update(no_key=True).get(pk=dlq.pk)  # see capture_pass_request
         if error:
             failures = locked.consecutive_failures + 1
             backoff = min(
