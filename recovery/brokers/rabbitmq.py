@@ -564,18 +564,23 @@ class RabbitMqAdapter:
         if creds:
             token = base64.b64encode(f"{creds.get('username', '')}:{creds.get('password', '')}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - scheme checked
-                return json.load(response)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404 and missing_ok:
-                return None
-            raise BrokerError(
-                f"{where}: HTTP {exc.code} {exc.reason} for {path.split('?')[0]}", permanent=exc.code in (401, 403)
-            ) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise BrokerError(f"{where}: {reason}") from None
+        for attempt in (1, 2):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - scheme checked
+                    return json.load(response)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404 and missing_ok:
+                    return None
+                # RabbitMQ answers 500 (badkey) when a queue is deleted while it lists queues: once more.
+                if exc.code >= 500 and attempt == 1:
+                    continue
+                raise BrokerError(
+                    f"{where}: HTTP {exc.code} {exc.reason} for {path.split('?')[0]}", permanent=exc.code in (401, 403)
+                ) from None
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                raise BrokerError(f"{where}: {reason}") from None
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 # -- consuming state ----------------------------------------------------------------------------

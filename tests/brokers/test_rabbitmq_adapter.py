@@ -458,7 +458,7 @@ def test_it_reconnects_after_the_broker_drops_its_connection(open_adapter, decla
         listed = _management("GET", "/api/connections?columns=name,user_provided_name")
         return [c["name"] for c in listed if c.get("user_provided_name") == f"dlq-console {adapter.broker.name}"]
 
-    assert wait_until(lambda: connections(), timeout=10)
+    assert wait_until(lambda: connections(), timeout=30)  # the management API lists it after its stats tick
     for name in connections():
         _management("DELETE", f"/api/connections/{quote(name, safe='')}")
 
@@ -558,3 +558,35 @@ def test_confirm_bookkeeping_handles_multiple_acks_returns_and_duplicates() -> N
         (True, ""),
         (False, "nacked by broker"),
     ]
+
+
+def test_a_management_api_error_500_is_asked_once_more(open_adapter) -> None:
+    """RabbitMQ's management API answers 500 (badkey) when a queue is deleted while it lists the
+    queues (seen beside parallel tests): Discover asks once more instead of failing. A second 500
+    is reported. A real HTTP server on loopback stands in for the API."""
+    import http.server
+    import threading
+
+    answers = [500, 200, 500, 500]
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+            code = answers.pop(0)
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(b'[{"name": "orders.dlq"}]' if code == 200 else b"badkey")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        adapter = open_adapter(options={"management_url": url}, credentials_ref="")
+        assert adapter._management_get("/api/queues") == [{"name": "orders.dlq"}]
+        with pytest.raises(BrokerError, match="HTTP 500"):
+            adapter._management_get("/api/queues")
+        assert answers == []
+    finally:
+        server.shutdown()
