@@ -10,7 +10,8 @@
     planned / replaying -> the state before the plan  the plan or run ended without sending it
 
 Every function here runs inside the transaction of the service that causes the move and is
-set-based (one or two statements, whatever the number of letters). Each change writes one audit
+set-based (one or two statements, whatever the number of letters; run_letters_replayed one per
+chunk of REPLAYED_CHUNK letters). Each change writes one audit
 event (invariant 8): the moves of a service that audits itself (plan submit, change, reject,
 cancel; run start, abort, stop, finish) are counted in that service's event; the moves nothing
 else audits (a recorded batch of publishes, a batch of returned letters, rows verified later)
@@ -115,9 +116,10 @@ def run_letters_replayed(run_id: int) -> int:
     msg/s (make bench, 2026-12-08). After the last publish it costs the same but no longer slows
     what the target receives. For the same reason starting a run no longer writes "replaying" to
     each letter (a pass over every letter before the first publish); the state remains for
-    letters of runs started before that. In chunks of REPLAYED_CHUNK letters by ledger order, each with its
-    own audit event in its transaction (savepoints inside a caller's transaction), so a large run
-    holds no long transaction; a chunk lost to a crash is redone by the run's settling."""
+    letters of runs started before that. In chunks of REPLAYED_CHUNK letters by ledger order,
+    each with its own audit event in its transaction (savepoints inside a caller's transaction),
+    so a large run holds no long transaction; a chunk lost to a crash is redone by the run's
+    settling."""
     total, after = 0, 0
     while True:
         with transaction.atomic(), connection.cursor() as cursor:

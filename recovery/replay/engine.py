@@ -567,7 +567,7 @@ class Worker:
             if ReplayRun.objects.filter(pk=run.pk).values_list("control", flat=True).get() != "run":
                 return "stopped"
             time.sleep(SLICE * 5)
-        evidence = [{"step": r.name, "ok": r.ok, "reason": r.reason, "details": r.details} for r in results]
+        evidence = _step_evidence(results)
         run.refresh_from_db()
         state, summary = evidence_outcome(run, results)  # issue 15: verified only with evidence
         finish_run(run, state=state, summary=summary, evidence=evidence)
@@ -580,10 +580,17 @@ def _show_progress(run: ReplayRun, results: list[Any], shown: list[tuple[str, st
     their wording changes; finish_run replaces them with the final evidence."""
     now = [(r.name, r.reason) for r in results]
     if now != shown:
-        progress = [{"step": r.name, "ok": r.ok, "pending": bool(getattr(r, "pending", False)), "reason": r.reason,
-                     "details": r.details} for r in results]  # fmt: skip
-        ReplayRun.objects.filter(pk=run.pk, state=RunState.VERIFYING).update(verification=progress)
+        ReplayRun.objects.filter(pk=run.pk, state=RunState.VERIFYING).update(verification=_step_evidence(results))
     return now
+
+
+def _step_evidence(results: list[Any]) -> list[dict[str, Any]]:
+    """The steps' results as the run stores them (``pending`` only while a step still waits)."""
+    return [
+        {"step": r.name, "ok": r.ok, "reason": r.reason, "details": r.details}
+        | ({"pending": True} if getattr(r, "pending", False) else {})
+        for r in results
+    ]
 
 
 def _by_target(batch: list[Claimed]) -> dict[tuple[int, str, str, str], list[Claimed]]:
