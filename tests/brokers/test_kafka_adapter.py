@@ -418,6 +418,9 @@ def _produce_with_headers(topic: str, headers: dict[str, bytes]) -> None:
     assert producer.flush(10) == 0
 
 
+# serial: beside the parallel tests' topic churn the probe's child really dies now and then
+# (SIGSEGV, see recovery.brokers.kafka_probe), twice in a row often enough to lose the control call.
+@pytest.mark.serial
 def test_a_discovery_probe_that_dies_costs_only_the_topics_found_by_headers_never_the_process(
     topics, adapters, monkeypatch, caplog
 ) -> None:
@@ -435,7 +438,7 @@ def test_a_discovery_probe_that_dies_costs_only_the_topics_found_by_headers_neve
     assert found[streams].sources == (source,), "the probe finds a dead-letter topic of any name"
 
     monkeypatch.setenv("RECOVERY_FAULT_POINT", "kafka.discovery_probe")
-    caplog.clear()  # the first call's child may have died for real (-11) beside parallel topic churn, then passed
+    caplog.clear()  # only the children killed at the fault point count
     with caplog.at_level("WARNING", logger="recovery.brokers.kafka_probe"):
         found = {c.address.name: c for c in adapters().list_candidates()}
     assert dlt in found and streams not in found
